@@ -1,0 +1,250 @@
+"""Original PixelRefer / PixelRefer-Lite release folders -> standard Transformers folders.
+
+The original folder holds a `config.json` (`model_type` `pixelrefer_qwen2` or `pixelreferlite_qwen2`), the weights as
+safetensors or legacy `.bin` shards, the vision-encoder folder named by `mm_vision_encoder` (config and preprocessor
+config) when it is local, and usually the tokenizer files. The converted folder loads with
+`AutoModelForImageTextToText.from_pretrained` and, when a tokenizer was present, `AutoProcessor.from_pretrained`.
+"""
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, GenerationConfig
+from transformers.models.video_llama_3.image_processing_pil_video_llama_3 import VideoLlama3ImageProcessorPil
+
+from ..modeling import PixelReferConfig, PixelReferForConditionalGeneration
+from ..processing import PixelReferProcessor
+
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = {"pixelrefer_qwen2": "full", "pixelreferlite_qwen2": "lite"}
+
+# original key pattern -> converted key template
+KEY_MAPPING = [
+    (r"^model\.vision_encoder\.vision_encoder\.(.*)$", r"model.vision_model.\1"),
+    (r"^model\.mm_projector\.readout\.(\d+)\.(weight|bias)$", r"model.projector.readout.\1.\2"),
+    (r"^model\.region_encoder\.pos_linear\.(weight|bias)$", r"model.object_tokenizer.box_position_embedding.\1"),
+    (r"^model\.region_encoder\.feat_linear\.(\d+)\.(weight|bias)$", r"model.object_tokenizer.projector.\1.\2"),
+    (r"^model\.(embed_tokens|layers|norm)\.(.*)$", r"model.language_model.\1.\2"),
+    (r"^lm_head\.weight$", r"lm_head.weight"),
+]
+
+# Weights of the original that its forward pass never uses.
+UNUSED_KEYS = [r"^model\.region_encoder\.mask_embedding\.(weight|bias)$"]
+
+# SigLIP-NaViT (VL3-SigLIP-NaViT) has 72-dimensional attention heads; used when its config is not available locally.
+SIGLIP_NAVIT_HEAD_DIM = 72
+DAMOVL_PREPROCESSOR_DEFAULTS = {
+    "min_pixels": 3136,
+    "max_pixels": 1857492,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+    "patch_size": 14,
+    "resample": 3,
+}
+
+
+@dataclass
+class ConversionReport:
+    """What a conversion did: the variant found, and keys that were dropped or left at their initial value."""
+
+    variant: str
+    output_dir: Path
+    num_tensors: int
+    dropped_keys: list[str] = field(default_factory=list)
+    missing_keys: list[str] = field(default_factory=list)
+    has_processor: bool = False
+
+
+def map_key(key: str) -> str | None:
+    """Converted name of an original weight, or None when it has no counterpart."""
+    for pattern, template in KEY_MAPPING:
+        if re.match(pattern, key):
+            return re.sub(pattern, template, key)
+    return None
+
+
+def load_original_state_dict(src: Path, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Reads all weight shards of an original folder: safetensors, or legacy `.bin` with `weights_only=True`."""
+    shards = sorted(src.glob("*.safetensors"))
+    if not shards:
+        shards = sorted(p for p in src.glob("*.bin") if p.name != "training_args.bin")
+    if not shards:
+        raise FileNotFoundError(f"No *.safetensors or *.bin weights in {src}; pass an original PixelRefer release folder.")
+    state_dict = {}
+    for shard in tqdm(shards, desc="Reading shards", unit="shard", disable=not progress or len(shards) < 2):
+        if shard.suffix == ".safetensors":
+            with safe_open(shard, framework="pt") as f:
+                for key in f.keys():
+                    state_dict[key] = f.get_tensor(key)
+        else:
+            state_dict.update(torch.load(shard, map_location="cpu", weights_only=True))
+    return state_dict
+
+
+def _vision_config(src: Path, original: dict, state_dict: dict[str, torch.Tensor]) -> dict:
+    """The vision config from the local encoder folder, or inferred from the weight shapes."""
+    folder = src / original.get("mm_vision_encoder", original.get("vision_encoder", ""))
+    config_file = folder / "config.json"
+    if original.get("mm_vision_encoder") and config_file.is_file():
+        vision = json.loads(config_file.read_text())
+        keys = ["hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels",
+                "patch_size", "hidden_act", "layer_norm_eps", "attention_dropout"]
+        return {k: vision[k] for k in keys if k in vision}
+    prefix = "model.vision_encoder.vision_encoder."
+    patch = state_dict[prefix + "embeddings.patch_embedding.weight"]
+    layers = {int(m.group(1)) for k in state_dict if (m := re.match(re.escape(prefix) + r"encoder\.layers\.(\d+)\.", k))}
+    hidden = patch.shape[0]
+    logger.warning(
+        "No local config for the vision encoder %r; inferring it from the weights (SigLIP-NaViT head size %d).",
+        original.get("mm_vision_encoder"),
+        SIGLIP_NAVIT_HEAD_DIM,
+    )
+    return {
+        "hidden_size": hidden,
+        "intermediate_size": state_dict[prefix + "encoder.layers.0.mlp.fc1.weight"].shape[0],
+        "num_hidden_layers": len(layers),
+        "num_attention_heads": hidden // SIGLIP_NAVIT_HEAD_DIM,
+        "num_channels": patch.shape[1],
+        "patch_size": patch.shape[-1],
+    }
+
+
+def _text_config(original: dict) -> dict:
+    keys = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps", "attention_dropout",
+            "tie_word_embeddings", "use_sliding_window", "sliding_window", "max_window_layers", "bos_token_id",
+            "eos_token_id", "initializer_range"]
+    text = {k: original[k] for k in keys if k in original}
+    text["model_type"] = "qwen2"
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": original.get("rope_theta", 1000000.0)}
+    return text
+
+
+def build_config(src: Path, original: dict, state_dict: dict[str, torch.Tensor]) -> PixelReferConfig:
+    """PixelReferConfig equivalent to an original `config.json`."""
+    variant = VARIANTS[original["model_type"]]
+    return PixelReferConfig(
+        text_config=_text_config(original),
+        vision_config=_vision_config(src, original, state_dict),
+        image_token_id=original.get("image_token_index", 151665),
+        region_token_id=original.get("region_token_index", 151668),
+        mask_num=original.get("mask_num", 32),
+        object_only=variant == "lite",
+        kmeans_iterations=3 if variant == "lite" else 5,
+        use_token_compression=original.get("use_token_compression", True),
+        tie_word_embeddings=original.get("tie_word_embeddings", False),
+    )
+
+
+def build_processor(src: Path, original: dict, config: PixelReferConfig) -> PixelReferProcessor | None:
+    """The processor of the converted folder, or None when the original folder has no tokenizer."""
+    if not any((src / name).is_file() for name in ("tokenizer.json", "vocab.json", "tokenizer_config.json")):
+        return None
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    preprocessor_file = src / original.get("mm_vision_encoder", "") / "preprocessor_config.json"
+    settings = dict(DAMOVL_PREPROCESSOR_DEFAULTS)
+    if original.get("mm_vision_encoder") and preprocessor_file.is_file():
+        settings.update({k: v for k, v in json.loads(preprocessor_file.read_text()).items() if k in settings})
+    image_processor = VideoLlama3ImageProcessorPil(merge_size=1, **settings)
+    return PixelReferProcessor(image_processor, tokenizer, mask_num=config.mask_num, object_only=config.object_only)
+
+
+def convert_checkpoint(
+    src: str | Path, dst: str | Path, *, dtype: torch.dtype | None = None, progress: bool = True
+) -> ConversionReport:
+    """Converts an original PixelRefer release folder `src` into a Transformers folder `dst`.
+
+    Every original weight is mapped (or is a known unused one); an unknown key fails the conversion and is named.
+    Weights the converted model has but the original lacks are reported (`lm_head` of tied models is not one).
+
+    Args:
+        src: original release folder.
+        dst: output folder (created).
+        dtype: store the weights in this dtype; defaults to the original's `torch_dtype`.
+        progress: show progress bars for large checkpoints.
+    """
+    src, dst = Path(src), Path(dst)
+    config_file = src / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{src} has no config.json; pass an original PixelRefer release folder.")
+    original = json.loads(config_file.read_text())
+    if original.get("model_type") not in VARIANTS:
+        raise ValueError(
+            f"{config_file} has model_type {original.get('model_type')!r}; this converter handles "
+            f"{sorted(VARIANTS)} (PixelRefer and PixelRefer-Lite with a Qwen2 LLM)."
+        )
+    variant = VARIANTS[original["model_type"]]
+    logger.info("Found a PixelRefer %s checkpoint (%s) in %s", variant, original["model_type"], src)
+
+    state_dict = load_original_state_dict(src, progress)
+    config = build_config(src, original, state_dict)
+    converted, unknown, dropped = {}, [], []
+    for key, tensor in state_dict.items():
+        new_key = map_key(key)
+        if new_key is not None:
+            converted[new_key] = tensor
+        elif any(re.match(pattern, key) for pattern in UNUSED_KEYS):
+            dropped.append(key)
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"{len(unknown)} original weights have no counterpart in PixelReferForConditionalGeneration: {sorted(unknown)}")
+
+    target_dtype = dtype or getattr(torch, original.get("torch_dtype", "float32"))
+    config.dtype = target_dtype
+    with torch.device("meta"):
+        model = PixelReferForConditionalGeneration(config)
+    expected = set(model.state_dict())
+    if config.tie_word_embeddings:
+        expected.discard("lm_head.weight")
+    missing = sorted(expected - set(converted))
+    extra = sorted(set(converted) - expected)
+    if extra:
+        raise ValueError(f"Mapped weights that the model does not have: {extra}")
+    if missing:
+        logger.warning("Weights missing from the original checkpoint (left at their initial values): %s", missing)
+        with torch.device("cpu"):
+            fresh = PixelReferForConditionalGeneration(config).state_dict()
+        converted.update({k: fresh[k] for k in missing})
+    converted = {k: v.to(target_dtype) for k, v in tqdm(converted.items(), desc="Converting", disable=not progress)}
+    model.load_state_dict(converted, strict=False, assign=True)
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    model.generation_config = _generation_config(src, original)
+    dst.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dst)
+
+    processor = build_processor(src, original, config)
+    if processor is not None:
+        processor.save_pretrained(dst)
+    else:
+        logger.warning("No tokenizer files in %s: the converted folder has no processor.", src)
+    return ConversionReport(
+        variant=variant,
+        output_dir=dst,
+        num_tensors=len(state_dict),
+        dropped_keys=sorted(dropped),
+        missing_keys=missing,
+        has_processor=processor is not None,
+    )
+
+
+def _generation_config(src: Path, original: dict) -> GenerationConfig:
+    file = src / "generation_config.json"
+    settings = json.loads(file.read_text()) if file.is_file() else {}
+    settings = {k: v for k, v in settings.items() if not k.startswith("_") and k != "transformers_version"}
+    settings.setdefault("bos_token_id", original.get("bos_token_id"))
+    settings.setdefault("eos_token_id", original.get("eos_token_id"))
+    settings.setdefault("pad_token_id", original.get("eos_token_id"))
+    return GenerationConfig(**settings)
+
+
+__all__ = ["ConversionReport", "convert_checkpoint", "load_original_state_dict", "map_key"]

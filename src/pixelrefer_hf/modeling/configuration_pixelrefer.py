@@ -1,0 +1,48 @@
+"""PixelRefer configuration: VideoLLaMA3 plus the settings of the region (object) path."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import VideoLlama3Config
+
+
+@strict
+class PixelReferConfig(VideoLlama3Config):
+    r"""
+    Configuration of [`PixelReferForConditionalGeneration`]. Everything of [`VideoLlama3Config`] (vision encoder,
+    Qwen2 text model, image/video token ids) plus:
+
+    mask_num (`int`, *optional*, defaults to 32):
+        Maximum number of object tokens one region becomes (the original's `mask_num`). Masked patch features are
+        clustered down to this many tokens when the region covers more cells.
+    region_token_id (`int`, *optional*, defaults to 151668):
+        Id of the `<REGION>` placeholder token that the object tokens replace.
+    object_only (`bool`, *optional*, defaults to `False`):
+        `True` for PixelRefer-Lite (Object-Only): no image or video tokens reach the LLM; object tokens are first
+        fused with local and global image features by Object-Centric Infusion.
+    kmeans_iterations (`int`, *optional*, defaults to 5):
+        Iterations of the k-means clustering of object features (the original uses 5 for the full model, 3 for Lite).
+    oci_num_heads (`int`, *optional*, defaults to 8):
+        Attention heads of the Object-Centric Infusion cross-attention (Lite only).
+    use_token_compression (`bool`, *optional*, defaults to `True`):
+        Drop video tokens that barely change from the previous frame (full variant, videos only).
+
+    Example:
+
+    ```python
+    >>> from pixelrefer_hf import PixelReferConfig, PixelReferForConditionalGeneration
+    >>> config = PixelReferConfig(mask_num=32)
+    >>> model = PixelReferForConditionalGeneration(config)
+    ```
+    """
+
+    model_type = "pixelrefer"
+
+    image_token_id: int = 151665
+    mask_num: int = 32
+    region_token_id: int = 151668
+    object_only: bool = False
+    kmeans_iterations: int = 5
+    oci_num_heads: int = 8
+    use_token_compression: bool = True
+
+
+__all__ = ["PixelReferConfig"]

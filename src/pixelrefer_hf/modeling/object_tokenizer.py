@@ -1,0 +1,237 @@
+"""SAOT, model side: crop features + box position embedding -> masked pooling -> clustering -> MLP.
+
+All regions of a batch are handled together: the crop features arrive concatenated (varlen, one crop after the
+other), masked cells are gathered with one boolean index and padded into a `(regions, cells, channels)` tensor,
+and k-means runs on all regions at once.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .configuration_pixelrefer import PixelReferConfig
+
+
+@dataclass
+class PooledObjects:
+    """Pooled object features of all regions of a batch.
+
+    tokens: `(num_regions, max_tokens, channels)`; rows past `counts[i]` are zero.
+    counts: `(num_regions,)` number of valid tokens of each region (at most `max_tokens`).
+    """
+
+    tokens: torch.Tensor
+    counts: torch.Tensor
+
+
+def evenly_spaced_start(num_cells: torch.Tensor, num_clusters: int) -> torch.Tensor:
+    """Deterministic k-means start: `num_clusters` cells spread evenly over each region's masked cells.
+
+    Cells are in row-major order, so the start covers the object from top to bottom. Same input, same start, on
+    any device.
+
+    Args:
+        num_cells: `(num_regions,)` masked cells per region.
+    Returns:
+        `(num_regions, num_clusters)` cell indices.
+    """
+    steps = torch.arange(num_clusters, device=num_cells.device)
+    return steps[None, :] * num_cells[:, None] // num_clusters
+
+
+def batched_kmeans(
+    points: torch.Tensor,
+    valid: torch.Tensor,
+    initial_indices: torch.Tensor,
+    num_iterations: int,
+    atol: float = 1e-6,
+    rtol: float = 1e-5,
+    max_chunk_elements: int = 2**26,
+) -> torch.Tensor:
+    """K-means of several point sets at once, step for step the original `kmeans_fast`.
+
+    Each set starts from its points at `initial_indices`, assigns every point to the nearest centroid (squared L2,
+    ties to the lowest index), moves each centroid to the mean of its points (an empty cluster keeps its centroid),
+    and stops as soon as the update changes no centroid by more than `atol + rtol * |new|` (keeping the centroids of
+    before that update, as the original does) or after `num_iterations` updates.
+
+    Args:
+        points: `(num_sets, max_points, channels)`, padded.
+        valid: `(num_sets, max_points)` bool, False on padding.
+        initial_indices: `(num_sets, num_clusters)` start cells of each set.
+    Returns:
+        `(num_sets, num_clusters, channels)` centroids.
+    """
+    num_sets, max_points, channels = points.shape
+    num_clusters = initial_indices.shape[1]
+    centroids = torch.gather(points, 1, initial_indices[..., None].expand(-1, -1, channels))
+    active = torch.ones(num_sets, dtype=torch.bool, device=points.device)
+    sets_per_chunk = max(1, max_chunk_elements // max(1, max_points * num_clusters * channels))
+    for _ in range(num_iterations):
+        labels = torch.cat(
+            [
+                ((chunk[:, :, None, :] - cents[:, None, :, :]) ** 2).sum(-1).argmin(-1)
+                for chunk, cents in zip(points.split(sets_per_chunk), centroids.split(sets_per_chunk))
+            ]
+        )
+        labels = labels.masked_fill(~valid, num_clusters)
+        sums = points.new_zeros(num_sets, num_clusters + 1, channels)
+        sums.scatter_add_(1, labels[..., None].expand(-1, -1, channels), points)
+        sizes = torch.zeros(num_sets, num_clusters + 1, dtype=points.dtype, device=points.device)
+        sizes.scatter_add_(1, labels, torch.ones_like(labels, dtype=points.dtype))
+        sums, sizes = sums[:, :num_clusters], sizes[:, :num_clusters, None]
+        updated = torch.where(sizes > 0, sums / sizes.clamp(min=1), centroids)
+        converged = ((centroids - updated).abs() <= atol + rtol * updated.abs()).flatten(1).all(-1)
+        active = active & ~converged
+        if not active.any():
+            break
+        centroids = torch.where(active[:, None, None], updated, centroids)
+    return centroids
+
+
+def box_position_grid(
+    grid_hw: torch.Tensor, boxes: torch.Tensor, image_sizes: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Normalised position in the full image of every cell of every crop grid, as the checkpoints were trained.
+
+    The original passes its crop box as (top, left, bottom, right) to a function that reads it as (x0, y0, x1, y1),
+    so channel 0 runs over rows of the box scaled by the image width and channel 1 over columns scaled by the image
+    height. The trained position embedding expects exactly that, so it is reproduced here.
+
+    Args:
+        grid_hw: `(num_regions, 2)` crop grid (rows, columns) of each region.
+        boxes: `(num_regions, 4)` crop boxes (x0, y0, x1, y1), pixels of the source image, inclusive.
+        image_sizes: `(num_regions, 2)` (height, width) of the source image.
+    Returns:
+        `(sum(rows * columns), 2)` positions, regions one after the other, cells in row-major order.
+    """
+    cells = grid_hw.prod(-1)
+    region = torch.repeat_interleave(torch.arange(len(cells), device=cells.device), cells)
+    offsets = torch.cumsum(cells, 0) - cells
+    index = torch.arange(int(cells.sum()), device=cells.device) - offsets[region]
+    rows, cols = grid_hw[region, 0], grid_hw[region, 1]
+    row, col = index // cols, index % cols
+    boxes = boxes.to(dtype)[region]
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    height, width = (image_sizes.to(dtype)[region] - 1).unbind(-1)
+    first = (col.to(dtype) / cols.to(dtype) * (y1 - y0) + y0) / width
+    second = (row.to(dtype) / rows.to(dtype) * (x1 - x0) + x0) / height
+    return torch.stack([first, second], dim=-1)
+
+
+class PixelReferObjectTokenizer(nn.Module):
+    """Scale-Adaptive Object Tokenizer (model side).
+
+    Turns the vision features of every region's crop into at most `config.mask_num` object tokens in the LLM width.
+    """
+
+    def __init__(self, config: PixelReferConfig):
+        super().__init__()
+        vision_size = config.vision_config.hidden_size
+        text_size = config.text_config.hidden_size
+        self.max_tokens = config.mask_num
+        self.kmeans_iterations = config.kmeans_iterations
+        self.box_position_embedding = nn.Linear(2, vision_size)
+        self.projector = nn.Sequential(nn.Linear(vision_size, text_size), nn.GELU(), nn.Linear(text_size, text_size))
+
+    def masked_cells(
+        self,
+        crop_features: torch.Tensor,
+        crop_grid_hw: torch.Tensor,
+        masks: torch.Tensor,
+        mask_grid_hw: torch.Tensor,
+        boxes: torch.Tensor,
+        image_sizes: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Position-embedded crop features at the masked cells of every region, padded into one tensor.
+
+        Args:
+            crop_features: `(sum(h_i * w_i), C)` vision features of the crops, row-major per crop.
+            crop_grid_hw: `(R, 2)` patch grid of each crop.
+            masks: `(sum(mh_i * mw_i),)` masks on each region's mask grid (> 0 marks a cell of the object).
+            mask_grid_hw: `(R, 2)` mask grid of each region; a crop grid that differs (the image processor resized
+                the crop) has its features bilinearly resized to the mask grid first.
+            boxes: `(R, 4)` crop boxes (x0, y0, x1, y1) inclusive, pixels of the source image.
+            image_sizes: `(R, 2)` (height, width) of each region's source image.
+        Returns:
+            cells `(R, max(n_i, max_tokens), C)` (row-major order, zero padded), valid `(R, max(n_i, max_tokens))`
+            and the number of masked cells `n_i` of each region `(R,)`.
+        """
+        features = self._features_on_mask_grid(crop_features, crop_grid_hw, mask_grid_hw)
+        positions = box_position_grid(mask_grid_hw, boxes, image_sizes).to(features.dtype)
+        features = features + self.box_position_embedding(positions)
+
+        num_regions = len(mask_grid_hw)
+        region = torch.repeat_interleave(torch.arange(num_regions, device=features.device), mask_grid_hw.prod(-1))
+        selected = masks.to(features.device) > 0
+        points, point_region = features[selected], region[selected]
+        num_points = torch.bincount(point_region, minlength=num_regions)
+        if (num_points == 0).any():
+            empty = torch.nonzero(num_points == 0)[:, 0].tolist()
+            raise ValueError(f"Regions {empty} have no cell on their mask grid; every region needs a non-empty mask.")
+        slot = torch.arange(len(points), device=features.device) - (torch.cumsum(num_points, 0) - num_points)[point_region]
+        width = max(int(num_points.max()), self.max_tokens)
+        cells = features.new_zeros(num_regions, width, features.shape[-1])
+        cells[point_region, slot] = points
+        valid = torch.zeros(num_regions, width, dtype=torch.bool, device=features.device)
+        valid[point_region, slot] = True
+        return cells, valid, num_points
+
+    def pool(
+        self,
+        crop_features: torch.Tensor,
+        crop_grid_hw: torch.Tensor,
+        masks: torch.Tensor,
+        mask_grid_hw: torch.Tensor,
+        boxes: torch.Tensor,
+        image_sizes: torch.Tensor,
+        initial_indices: torch.LongTensor | None = None,
+    ) -> PooledObjects:
+        """Masked pooling and clustering of all regions (arguments as in `masked_cells`).
+
+        Regions with at most `max_tokens` masked cells keep their cells as tokens; the others are clustered into
+        `max_tokens` k-means centroids.
+
+        Args:
+            initial_indices: `(R, max_tokens)` k-means start of each region (indices into its masked cells, used
+                for the regions that are clustered), or `None` for the deterministic evenly spaced start.
+        """
+        cells, valid, num_points = self.masked_cells(
+            crop_features, crop_grid_hw, masks, mask_grid_hw, boxes, image_sizes
+        )
+        tokens = cells[:, : self.max_tokens].clone()
+        clustered = num_points > self.max_tokens
+        if clustered.any():
+            if initial_indices is None:
+                start = evenly_spaced_start(num_points[clustered], self.max_tokens)
+            else:
+                start = initial_indices[clustered].to(device=cells.device, dtype=torch.long)
+            tokens[clustered] = batched_kmeans(cells[clustered], valid[clustered], start, self.kmeans_iterations)
+        return PooledObjects(tokens=tokens, counts=num_points.clamp(max=self.max_tokens))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Projects pooled object features `(..., C)` into the LLM width `(..., D)`."""
+        return self.projector(pooled)
+
+    @staticmethod
+    def _features_on_mask_grid(
+        crop_features: torch.Tensor, crop_grid_hw: torch.Tensor, mask_grid_hw: torch.Tensor
+    ) -> torch.Tensor:
+        """Resizes (bilinearly) the features of crops whose grid differs from their mask grid; others pass as is."""
+        if torch.equal(crop_grid_hw, mask_grid_hw):
+            return crop_features
+        resized = []
+        for feature, (h, w), (mh, mw) in zip(
+            crop_features.split(crop_grid_hw.prod(-1).tolist()), crop_grid_hw.tolist(), mask_grid_hw.tolist()
+        ):
+            if (h, w) != (mh, mw):
+                grid = feature.view(1, h, w, -1).permute(0, 3, 1, 2)
+                grid = F.interpolate(grid, size=(mh, mw), mode="bilinear", align_corners=False)
+                feature = grid.permute(0, 2, 3, 1).reshape(mh * mw, -1)
+            resized.append(feature)
+        return torch.cat(resized)
+
+
+__all__ = ["PixelReferObjectTokenizer", "PooledObjects", "batched_kmeans", "evenly_spaced_start"]

@@ -1,0 +1,92 @@
+"""SAOT, data side: crop each object with a margin, rescale the crop to its object's size, mask on the patch grid.
+
+Small objects are enlarged so that their mask covers at least `max_tokens` patch cells; huge objects are shrunk so
+that they cover about `max_object_patches` cells. The crop is resized with OpenCV exactly as the original release
+does (its rounding is what the checkpoints were trained on).
+"""
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+
+@dataclass
+class ObjectCrop:
+    """One region, ready for the vision encoder.
+
+    image: `(h * patch, w * patch, 3)` uint8 crop, scale-adapted.
+    mask: `(h, w)` the object's mask on the crop's patch grid (uint8 {0, 1} for the full model, float in [0, 1] for
+        Lite).
+    num_tokens: object tokens this region becomes (`<REGION>` placeholders in the prompt).
+    box: (x0, y0, x1, y1) of the crop in the source image, inclusive pixels.
+    image_size: (height, width) of the source image.
+    scale: factor the crop was resized by.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    num_tokens: int
+    box: tuple[int, int, int, int]
+    image_size: tuple[int, int]
+    scale: float
+
+
+def scale_factor(mask_area: int, max_tokens: int, patch_size: int, max_object_patches: int) -> float:
+    """Resize factor of a crop: enlarge until the mask covers `max_tokens` cells, shrink above `max_object_patches`."""
+    cell = patch_size * patch_size
+    scale = math.ceil(math.sqrt(cell * max_tokens / mask_area))
+    if scale == 1 and mask_area / cell > max_object_patches:
+        scale = 1 / math.sqrt(mask_area / cell / max_object_patches)
+    return scale
+
+
+def crop_object(
+    image: np.ndarray,
+    mask: np.ndarray,
+    max_tokens: int = 32,
+    patch_size: int = 14,
+    margin_patches: int = 2,
+    max_object_patches: int = 100,
+) -> ObjectCrop:
+    """Scale-adaptive crop of one object (full PixelRefer).
+
+    Args:
+        image: `(H, W, 3)` uint8 RGB.
+        mask: `(H, W)` uint8 {0, 1}, at least one pixel set.
+        max_tokens: the model's `mask_num`.
+    """
+    height, width = mask.shape
+    rows, cols = np.nonzero(mask)
+    margin = patch_size * margin_patches
+    top, left = max(0, int(rows.min()) - margin), max(0, int(cols.min()) - margin)
+    bottom, right = min(height - 1, int(rows.max()) + margin), min(width - 1, int(cols.max()) + margin)
+    if bottom <= top or right <= left:
+        raise ValueError(
+            f"Cannot crop a region from a {height}x{width} image: the crop box would be empty. "
+            "Pass an image of at least 2x2 pixels."
+        )
+    scale = scale_factor(int(mask.sum()), max_tokens, patch_size, max_object_patches)
+    # The original crops with an exclusive bottom/right edge while its box is inclusive; kept for parity.
+    crop_h, crop_w = bottom - top, right - left
+    out_h = math.ceil(crop_h * scale / patch_size) * patch_size
+    out_w = math.ceil(crop_w * scale / patch_size) * patch_size
+    crop = cv2.resize(np.ascontiguousarray(image[top:bottom, left:right]), (out_w, out_h))
+    mask_crop = torch.from_numpy(np.ascontiguousarray(mask[top:bottom, left:right], dtype=np.uint8))
+    grid_mask = F.interpolate(
+        mask_crop[None, None], size=(out_h // patch_size, out_w // patch_size), mode="bilinear", align_corners=False
+    )[0, 0].numpy()
+    return ObjectCrop(
+        image=crop,
+        mask=grid_mask,
+        num_tokens=min(max_tokens, int(grid_mask.sum())),
+        box=(left, top, right, bottom),
+        image_size=(height, width),
+        scale=float(scale),
+    )
+
+
+__all__ = ["ObjectCrop", "crop_object", "scale_factor"]

@@ -1,0 +1,36 @@
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from golden import GOLDEN_DIR  # noqa: E402
+
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory):
+    """Converts a golden checkpoint once per session: `converted(path) -> converted folder`."""
+    from pixelrefer_hf.conversion import convert_checkpoint
+
+    cache: dict[Path, Path] = {}
+
+    def convert(checkpoint: Path) -> Path:
+        if checkpoint not in cache:
+            out = tmp_path_factory.mktemp(checkpoint.name)
+            convert_checkpoint(checkpoint, out, progress=False)
+            cache[checkpoint] = out
+        return cache[checkpoint]
+
+    return convert
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    assert (GOLDEN_DIR / "cases").is_dir(), f"no golden set at {GOLDEN_DIR} (set PIXELREFER_GOLDEN_DIR)"
+    return GOLDEN_DIR

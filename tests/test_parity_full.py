@@ -1,0 +1,175 @@
+"""Parity of the full (Vision-Object) PixelRefer image path with the original release, stage by stage.
+
+Cases are discovered from the golden set in `$PIXELREFER_GOLDEN_DIR`. Tolerances (float32, CPU): preprocessing
+(crops, masks, pixel values, ids, counts, boxes) exact; vision and object features <= 1e-5; k-means centroids from
+the original's recorded random start <= 1e-5; embeddings, hidden states and logits <= 1e-4; argmax and greedy ids
+exact.
+"""
+
+from functools import cache
+
+import numpy as np
+import pytest
+import torch
+from golden import discover
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+import pixelrefer_hf  # noqa: F401
+from pixelrefer_hf.modeling.object_tokenizer import batched_kmeans, box_position_grid
+
+
+CASES = discover(variant="full", modal="image")
+FEATURE_ATOL = 1e-5
+KMEANS_ATOL = 1e-5
+OUTPUT_ATOL = 1e-4
+
+
+def test_golden_set_has_full_image_cases():
+    assert CASES, "the golden set has no full-variant image case"
+
+
+@cache
+def _load(folder):
+    model = AutoModelForImageTextToText.from_pretrained(folder, attn_implementation="eager").eval()
+    return model, AutoProcessor.from_pretrained(folder)
+
+
+@pytest.fixture(params=CASES, ids=lambda c: c.name)
+def case(request):
+    return request.param
+
+
+@pytest.fixture
+def model_and_inputs(case, converted):
+    model, processor = _load(converted(case.checkpoint))
+    text = processor.apply_chat_template(case.messages(), add_generation_prompt=True)
+    inputs = processor(text=text, images=[case.image], regions=[list(case.arrays["masks"])])
+    init = torch.from_numpy(case.kmeans_init(model.config.mask_num))
+    return model, processor, inputs, init
+
+
+def assert_close(actual, expected, atol, what):
+    actual = torch.as_tensor(actual).detach().float()
+    expected = torch.as_tensor(np.asarray(expected)).float()
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    err = (actual - expected).abs().max().item() if actual.numel() else 0.0
+    assert err <= atol, f"{what}: max abs error {err:.3g} > {atol}"
+
+
+def test_object_crops(case, model_and_inputs):
+    _, processor, _, _ = model_and_inputs
+    golden = case.arrays
+    crops = processor.object_crops(case.image, list(golden["masks"]))
+    for i, crop in enumerate(crops):
+        np.testing.assert_array_equal(crop.image, golden[f"crop_image_{i}"], err_msg=f"crop_image_{i}")
+        np.testing.assert_array_equal(crop.mask, golden[f"crop_mask_{i}"], err_msg=f"crop_mask_{i}")
+        top, left, bottom, right = golden["box_bbox_tlbr"][i]
+        assert crop.box == (left, top, right, bottom)
+        assert crop.image_size == tuple(golden["box_raw_hw"][i])
+    assert [c.num_tokens for c in crops] == golden["mask_nums"].tolist()
+
+
+def test_processor_outputs(case, model_and_inputs):
+    _, _, inputs, _ = model_and_inputs
+    golden = case.arrays
+    np.testing.assert_array_equal(inputs["input_ids"].numpy(), golden["input_ids"])
+    np.testing.assert_array_equal(inputs["attention_mask"].numpy(), golden["attention_mask"])
+    np.testing.assert_array_equal(inputs["pixel_values"].numpy(), golden["main_pixel_values_0"])
+    np.testing.assert_array_equal(inputs["image_grid_thw"].numpy(), golden["main_grid_thw_0"])
+    crop_pixels = inputs["region_pixel_values"].split(inputs["region_grid_thw"].prod(-1).tolist())
+    for i, pixels in enumerate(crop_pixels):
+        np.testing.assert_array_equal(pixels.numpy(), golden[f"crop_pixel_values_{i}"])
+        np.testing.assert_array_equal(inputs["region_grid_thw"][i : i + 1].numpy(), golden[f"crop_grid_thw_{i}"])
+
+
+def test_vision_and_object_tokens(case, model_and_inputs):
+    model, _, inputs, init = model_and_inputs
+    golden = case.arrays
+    inner = model.model
+    with torch.no_grad():
+        image_outputs, crop_features = inner.encode_images_and_crops(
+            inputs["pixel_values"],
+            inputs["image_grid_thw"],
+            inputs["image_merge_sizes"],
+            inputs["region_pixel_values"],
+            inputs["region_grid_thw"],
+        )
+        assert_close(image_outputs.last_hidden_state, golden["main_vision_features"], FEATURE_ATOL, "vision features")
+        assert_close(image_outputs.pooler_output[0], golden["mm_features_projected"], OUTPUT_ATOL, "projected")
+        grids = inputs["region_grid_thw"][:, 1:]
+        for i, features in enumerate(crop_features.split(grids.prod(-1).tolist())):
+            expected = golden[f"crop_features_grid_{i}"]
+            assert_close(features.view(expected.shape), expected, FEATURE_ATOL, f"crop_features_grid_{i}")
+
+        tokenizer = inner.object_tokenizer
+        positions = box_position_grid(inputs["region_mask_hw"], inputs["region_boxes"], inputs["region_image_sizes"])
+        pos_emb = tokenizer.box_position_embedding(positions).split(inputs["region_mask_hw"].prod(-1).tolist())
+        for i, emb in enumerate(pos_emb):
+            assert_close(emb.view(golden[f"pos_emb_{i}"].shape), golden[f"pos_emb_{i}"], FEATURE_ATOL, f"pos_emb_{i}")
+
+        args = (crop_features, grids, inputs["region_masks"], inputs["region_mask_hw"], inputs["region_boxes"],
+                inputs["region_image_sizes"])
+        cells, _, num_cells = tokenizer.masked_cells(*args)
+        pooled = tokenizer.pool(*args, initial_indices=init)
+        for i in range(case.num_regions):
+            expected = golden[f"kmeans_input_tokens_{i}"]
+            assert num_cells[i].item() == len(expected)
+            assert_close(cells[i, : len(expected)], expected, FEATURE_ATOL, f"kmeans_input_tokens_{i}")
+            assert_close(pooled.tokens[i, : pooled.counts[i]], golden[f"pool_output_{i}"], KMEANS_ATOL, f"pool_output_{i}")
+        assert pooled.counts.tolist() == golden["mask_nums"].tolist()
+        region_tokens = inner.get_region_features(
+            crop_features, inputs["region_grid_thw"], *args[2:], region_kmeans_init=init
+        )
+        assert_close(region_tokens, golden["region_tokens"], OUTPUT_ATOL, "region_tokens")
+
+
+def test_kmeans_from_recorded_start(case, model_and_inputs):
+    model, _, _, init = model_and_inputs
+    for i in range(case.num_regions):
+        points = torch.from_numpy(case.arrays[f"kmeans_input_tokens_{i}"])
+        if len(points) <= model.config.mask_num:
+            continue
+        centroids = batched_kmeans(
+            points[None], torch.ones(1, len(points), dtype=torch.bool), init[i : i + 1], model.config.kmeans_iterations
+        )[0]
+        assert_close(centroids, case.arrays[f"kmeans_centroids_{i}"], KMEANS_ATOL, f"kmeans_centroids_{i}")
+
+
+def test_llm_inputs_and_logits(case, model_and_inputs):
+    model, _, inputs, init = model_and_inputs
+    golden = case.arrays
+    captured = {}
+    hook = model.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: captured.update(embeds=kwargs["inputs_embeds"]), with_kwargs=True
+    )
+    try:
+        with torch.no_grad():
+            out = model(**inputs, region_kmeans_init=init, output_hidden_states=True)
+    finally:
+        hook.remove()
+    assert_close(captured["embeds"], golden["inputs_embeds"], OUTPUT_ATOL, "inputs_embeds")
+    assert_close(out.hidden_states[-1], golden["llm_last_hidden_state"], OUTPUT_ATOL, "llm_last_hidden_state")
+    logits = out.logits[0]
+    np.testing.assert_array_equal(logits.argmax(-1).numpy(), golden["prefill_logits_argmax"])
+    assert_close(torch.logsumexp(logits, -1), golden["prefill_logits_logsumexp"], OUTPUT_ATOL, "logsumexp")
+    columns = torch.from_numpy(golden["logits_col_ids"])
+    assert_close(logits[:, columns], golden["prefill_logits_cols"], OUTPUT_ATOL, "logits columns")
+    top_ids = torch.from_numpy(golden["prefill_logits_last_top256_ids"])
+    assert_close(logits[-1, top_ids], golden["prefill_logits_last_top256_values"], OUTPUT_ATOL, "last top-256")
+    if "prefill_logits_last" in golden:
+        assert_close(logits[-1], golden["prefill_logits_last"], OUTPUT_ATOL, "last logits")
+
+
+def test_greedy_generation(case, model_and_inputs):
+    model, _, inputs, init = model_and_inputs
+    golden = case.arrays
+    steps = len(golden["gen_ids"])
+    with torch.no_grad():
+        out = model.generate(
+            **inputs, region_kmeans_init=init, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
+            output_scores=True, return_dict_in_generate=True,
+        )
+    new_ids = out.sequences[0, inputs["input_ids"].shape[1] :]
+    np.testing.assert_array_equal(new_ids.numpy(), golden["gen_ids"])
+    top_values = torch.stack([score[0].topk(golden["gen_step_topk_values"].shape[1]).values for score in out.scores])
+    assert_close(top_values, golden["gen_step_topk_values"], OUTPUT_ATOL, "per-step top-10 logits")
