@@ -78,12 +78,24 @@ def built(cache_root: Path) -> PreTrainedTokenizerBase:
 
 @pytest.fixture(scope="module")
 def cached(cache_root: Path, built: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    return build_qwen2_5_tokenizer(cache_root)
+    """Second call on the same cache folder: must load from the cache instead of converting again."""
+
+    def fail(add_pixelrefer_tokens: bool):
+        raise AssertionError("the tokenizer should have been loaded from the cache")
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(qwen_tokenizer, "_create_tokenizer", fail)
+        return build_qwen2_5_tokenizer(cache_root)
 
 
 @pytest.fixture(scope="module", params=["built", "cached"])
 def tokenizer(request: pytest.FixtureRequest) -> PreTrainedTokenizerBase:
     return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="module")
+def reference_json(reference: PreTrainedTokenizerBase) -> dict:
+    return _backend_json(reference)
 
 
 @pytest.fixture(scope="module")
@@ -97,16 +109,13 @@ def test_vocab_matches_reference(tokenizer, reference):
     assert vocab == reference.get_vocab()
 
 
-def test_merges_match_reference(tokenizer, reference):
-    merges = _backend_json(tokenizer)["model"]["merges"]
+def test_merges_and_backend_match_reference(tokenizer, reference_json):
+    backend_json = _backend_json(tokenizer)
+    merges = backend_json["model"]["merges"]
     assert len(merges) == 151387
-    assert merges == _backend_json(reference)["model"]["merges"]
     reference_merges = (REFERENCE_DIR / "merges.txt").read_text(encoding="utf-8").splitlines()[1:]
     assert [" ".join(merge) for merge in merges] == reference_merges
-
-
-def test_backend_matches_reference(tokenizer, reference):
-    assert _backend_json(tokenizer) == _backend_json(reference)
+    assert backend_json == reference_json
 
 
 def test_added_tokens_match_reference(tokenizer, reference):
@@ -155,20 +164,18 @@ def test_without_pixelrefer_tokens(base_tokenizer, reference):
     assert base_tokenizer.decode(base_tokenizer.encode("<tool_call>x"), skip_special_tokens=True) == "<tool_call>x"
 
 
-def test_cache_is_reused(cache_root, built, cached, monkeypatch):
+def test_cache_layout(cache_root, built, cached):
     cache_dir = qwen_tokenizer._cached_tokenizer_dir(cache_root, add_pixelrefer_tokens=True)
+    assert cache_dir.parent.name == "v1-quicktok-0.4.0"
     assert (cache_dir / "tokenizer.json").is_file()
     assert (cache_dir / "tokenizer_config.json").is_file()
+    assert cached is not built
     assert not [path for path in cache_dir.parent.iterdir() if path.name.startswith(".")]
 
-    def fail(add_pixelrefer_tokens: bool):
-        raise AssertionError("the tokenizer should have been loaded from the cache")
 
-    monkeypatch.setattr(qwen_tokenizer, "_create_tokenizer", fail)
-    reloaded = build_qwen2_5_tokenizer(cache_root)
-    assert reloaded.get_vocab() == built.get_vocab()
-    assert _backend_json(reloaded) == _backend_json(built)
-    assert reloaded.added_tokens_decoder == built.added_tokens_decoder
+def test_cache_of_other_variant_is_rejected(cache_root, built):
+    cache_dir = qwen_tokenizer._cached_tokenizer_dir(cache_root, add_pixelrefer_tokens=True)
+    assert qwen_tokenizer._load_cached(cache_dir, add_pixelrefer_tokens=False) is None
 
 
 def test_cache_dir_from_environment(cache_root, built, monkeypatch, tmp_path):
@@ -189,14 +196,7 @@ def _corrupt_partial(cache_dir: Path) -> None:
     (cache_dir / "tokenizer.json").unlink()
 
 
-def _corrupt_wrong_vocab(cache_dir: Path) -> None:
-    config_path = cache_dir / "tokenizer_config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["extra_special_tokens"].append("<|not_pixelrefer|>")
-    config_path.write_text(json.dumps(config), encoding="utf-8")
-
-
-@pytest.mark.parametrize("corrupt", [_corrupt_truncated, _corrupt_partial, _corrupt_wrong_vocab])
+@pytest.mark.parametrize("corrupt", [_corrupt_truncated, _corrupt_partial])
 def test_corrupt_cache_is_rebuilt(cache_root, built, corrupt, monkeypatch, tmp_path):
     source = qwen_tokenizer._cached_tokenizer_dir(cache_root, add_pixelrefer_tokens=True)
     target = qwen_tokenizer._cached_tokenizer_dir(tmp_path, add_pixelrefer_tokens=True)

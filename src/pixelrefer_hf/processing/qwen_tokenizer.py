@@ -102,7 +102,7 @@ def _cached_tokenizer_dir(cache_root: Path, add_pixelrefer_tokens: bool) -> Path
 
 
 def _load_bpe_ranks() -> dict[bytes, int]:
-    """Reads the `quicktok` rank table: `u32 n`, then `n` records of `u16 len`, `len` bytes, `u32 rank` (little endian)."""
+    """Reads the `quicktok` rank table: little-endian `u32 n`, then `n` records of `u16 len`, bytes, `u32 rank`."""
     resource = importlib.resources.files("quicktok").joinpath(*QUICKTOK_RANKS_FILE)
     data = resource.read_bytes()
     (num_tokens,) = struct.unpack_from("<I", data, 0)
