@@ -8,6 +8,7 @@ config) when it is local, and usually the tokenizer files. The converted folder 
 
 import json
 import logging
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, GenerationConfig
+from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 from transformers.models.video_llama_3.image_processing_pil_video_llama_3 import VideoLlama3ImageProcessorPil
 
 from ..modeling import PixelReferConfig, PixelReferForConditionalGeneration
@@ -85,7 +87,13 @@ def load_original_state_dict(src: Path, progress: bool = True) -> dict[str, torc
                 for key in f.keys():
                     state_dict[key] = f.get_tensor(key)
         else:
-            state_dict.update(torch.load(shard, map_location="cpu", weights_only=True))
+            try:
+                state_dict.update(torch.load(shard, map_location="cpu", weights_only=True))
+            except pickle.UnpicklingError as error:
+                raise ValueError(
+                    f"{shard} holds more than tensors and is not loaded (unsafe pickle: {error}). Convert it to "
+                    "safetensors in a trusted environment, or pass a folder with *.safetensors weights."
+                ) from error
     return state_dict
 
 
@@ -144,11 +152,18 @@ def build_config(src: Path, original: dict, state_dict: dict[str, torch.Tensor])
     )
 
 
+def _tokenizer_class(src: Path) -> type:
+    """The tokenizer class named by `tokenizer_config.json`, so the original (non-Transformers) config is not read."""
+    config_file = src / "tokenizer_config.json"
+    name = json.loads(config_file.read_text()).get("tokenizer_class") if config_file.is_file() else None
+    return (name and tokenizer_class_from_name(name)) or AutoTokenizer
+
+
 def build_processor(src: Path, original: dict, config: PixelReferConfig) -> PixelReferProcessor | None:
     """The processor of the converted folder, or None when the original folder has no tokenizer."""
     if not any((src / name).is_file() for name in ("tokenizer.json", "vocab.json", "tokenizer_config.json")):
         return None
-    tokenizer = AutoTokenizer.from_pretrained(src)
+    tokenizer = _tokenizer_class(src).from_pretrained(src)
     preprocessor_file = src / original.get("mm_vision_encoder", "") / "preprocessor_config.json"
     settings = dict(DAMOVL_PREPROCESSOR_DEFAULTS)
     if original.get("mm_vision_encoder") and preprocessor_file.is_file():

@@ -1,0 +1,142 @@
+"""PixelRefer model behaviour on a converted golden checkpoint: Auto classes, save/load, batching, KV cache,
+deterministic object tokens and consistency checks."""
+
+from functools import cache
+
+import numpy as np
+import pytest
+import torch
+from golden import discover
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+
+import pixelrefer_hf  # noqa: F401
+from pixelrefer_hf import PixelReferConfig, PixelReferForConditionalGeneration, PixelReferModel
+from pixelrefer_hf.modeling.object_tokenizer import evenly_spaced_start
+
+
+CASE = discover(variant="full", modal="image")[0]
+
+
+@cache
+def _load(folder):
+    return AutoModelForImageTextToText.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def folder(converted):
+    return converted(CASE.checkpoint)
+
+
+@pytest.fixture(scope="module")
+def model_and_processor(folder):
+    return _load(folder)
+
+
+def sample_messages(image, regions, question="Describe"):
+    content = [{"type": "image", "image": image}, {"type": "text", "text": question}]
+    for region in regions:
+        content += [{"type": "text", "text": " "}, {"type": "region", **region}]
+    return [{"role": "user", "content": content}]
+
+
+@pytest.fixture(scope="module")
+def two_samples():
+    image = CASE.image
+    masks = list(CASE.arrays["masks"])
+    other = np.ascontiguousarray(image[::-1, ::-1][:160, :240])
+    first = sample_messages(image, [{"mask": masks[0]}, {"box": [20, 20, 120, 150]}], "Compare")
+    second = sample_messages(other, [{"box": [30, 40, 90, 120]}], "What is")
+    return first, second
+
+
+def test_auto_classes(folder, model_and_processor):
+    model, _ = model_and_processor
+    assert isinstance(AutoConfig.from_pretrained(folder), PixelReferConfig)
+    assert isinstance(model, PixelReferForConditionalGeneration)
+    assert isinstance(AutoModel.from_pretrained(folder), PixelReferModel)
+    assert model.lm_head.weight is model.model.language_model.embed_tokens.weight
+
+
+def test_save_and_load_round_trip(model_and_processor, two_samples, tmp_path):
+    model, processor = model_and_processor
+    inputs = processor.apply_chat_template(two_samples[0], add_generation_prompt=True, tokenize=True, return_dict=True)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, reloaded(**inputs).logits)
+
+
+def greedy(model, inputs, steps=6):
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False)
+    return out[:, inputs["input_ids"].shape[1] :]
+
+
+def test_batch_equals_single_samples(model_and_processor, two_samples):
+    model, processor = model_and_processor
+    singles = [
+        greedy(model, processor.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True))[0]
+        for m in two_samples
+    ]
+    batch = processor.apply_chat_template(list(two_samples), add_generation_prompt=True, tokenize=True, return_dict=True)
+    assert batch["region_grid_thw"].shape[0] == 3
+    batched = greedy(model, batch)
+    for single, row in zip(singles, batched):
+        assert torch.equal(single, row)
+
+
+def test_object_tokens_computed_once_per_generate(model_and_processor, two_samples):
+    model, processor = model_and_processor
+    inputs = processor.apply_chat_template(two_samples[0], add_generation_prompt=True, tokenize=True, return_dict=True)
+    calls = []
+    hook = model.model.object_tokenizer.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        greedy(model, inputs, steps=5)
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+
+
+def test_default_clustering_is_deterministic(model_and_processor, two_samples):
+    model, processor = model_and_processor
+    inputs = processor.apply_chat_template(two_samples[0], add_generation_prompt=True, tokenize=True, return_dict=True)
+    with torch.no_grad():
+        runs = [model(**inputs).logits for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+    # The rule: the start cells are spread evenly over the region's masked cells, in row-major order.
+    assert evenly_spaced_start(torch.tensor([64, 40]), 4).tolist() == [[0, 16, 32, 48], [0, 10, 20, 30]]
+
+
+def test_explicit_start_changes_tokens(model_and_processor, two_samples):
+    model, processor = model_and_processor
+    inputs = processor.apply_chat_template(two_samples[0], add_generation_prompt=True, tokenize=True, return_dict=True)
+    init = torch.stack([torch.arange(32).flip(0), torch.arange(32).flip(0)])
+    with torch.no_grad():
+        default = model(**inputs).logits
+        reversed_start = model(**inputs, region_kmeans_init=init).logits
+    assert not torch.equal(default, reversed_start)
+
+
+def test_region_token_count_mismatch_is_an_error(model_and_processor, two_samples):
+    model, processor = model_and_processor
+    inputs = processor.apply_chat_template(two_samples[1], add_generation_prompt=True, tokenize=True, return_dict=True)
+    ids = inputs["input_ids"].clone()
+    ids[ids == processor.region_token_id] = processor.tokenizer.convert_tokens_to_ids("a")
+    with pytest.raises(ValueError, match="<REGION> tokens"):
+        model(**{**inputs, "input_ids": ids})
+
+
+def test_crop_resized_by_the_image_processor(model_and_processor):
+    """A crop over the pixel budget is resized by the image processor; its features are resized to the mask grid."""
+    model, processor = model_and_processor
+    image = CASE.image
+    size = dict(processor.image_processor.size)
+    processor.image_processor.size = {**size, "longest_edge": 14 * 14 * 40}
+    try:
+        inputs = processor(text="<image><region>", images=image, regions=[[{"box": [0, 0, 330, 215]}]])
+    finally:
+        processor.image_processor.size = size
+    assert not torch.equal(inputs["region_grid_thw"][:, 1:], inputs["region_mask_hw"])
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    assert torch.isfinite(logits).all()
