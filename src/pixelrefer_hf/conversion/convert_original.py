@@ -34,6 +34,8 @@ KEY_MAPPING = [
     (r"^model\.mm_projector\.readout\.(\d+)\.(weight|bias)$", r"model.projector.readout.\1.\2"),
     (r"^model\.region_encoder\.pos_linear\.(weight|bias)$", r"model.object_tokenizer.box_position_embedding.\1"),
     (r"^model\.region_encoder\.feat_linear\.(\d+)\.(weight|bias)$", r"model.object_tokenizer.projector.\1.\2"),
+    (r"^model\.region_encoder\.fusion_attention_(local|global)\.(.*)$", r"model.object_infusion.\1_attention.\2"),
+    (r"^model\.region_encoder\.ln_(local|global)\.(weight|bias)$", r"model.object_infusion.\1_norm.\2"),
     (r"^model\.(embed_tokens|layers|norm)\.(.*)$", r"model.language_model.\1.\2"),
     (r"^lm_head\.weight$", r"lm_head.weight"),
 ]
@@ -148,6 +150,7 @@ def build_config(src: Path, original: dict, state_dict: dict[str, torch.Tensor])
         object_only=variant == "lite",
         kmeans_iterations=3 if variant == "lite" else 5,
         use_token_compression=original.get("use_token_compression", True),
+        round_pixels_to_bfloat16=variant == "lite",
         tie_word_embeddings=original.get("tie_word_embeddings", False),
     )
 
@@ -169,7 +172,13 @@ def build_processor(src: Path, original: dict, config: PixelReferConfig) -> Pixe
     if original.get("mm_vision_encoder") and preprocessor_file.is_file():
         settings.update({k: v for k, v in json.loads(preprocessor_file.read_text()).items() if k in settings})
     image_processor = VideoLlama3ImageProcessorPil(merge_size=1, **settings)
-    return PixelReferProcessor(image_processor, tokenizer, mask_num=config.mask_num, object_only=config.object_only)
+    return PixelReferProcessor(
+        image_processor,
+        tokenizer,
+        mask_num=config.mask_num,
+        object_only=config.object_only,
+        max_object_patches=50 if config.object_only else 100,
+    )
 
 
 def convert_checkpoint(

@@ -24,6 +24,9 @@ class PixelReferConfig(VideoLlama3Config):
         Attention heads of the Object-Centric Infusion cross-attention (Lite only).
     use_token_compression (`bool`, *optional*, defaults to `True`):
         Drop video tokens that barely change from the previous frame (full variant, videos only).
+    round_pixels_to_bfloat16 (`bool`, *optional*, defaults to `False`):
+        Round the vision encoder's input pixels through bfloat16, whatever the model's dtype. The Lite release always
+        feeds its encoder bfloat16 pixels, so its checkpoints set this for parity in float32.
 
     Example:
 
@@ -43,6 +46,7 @@ class PixelReferConfig(VideoLlama3Config):
     kmeans_iterations: int = 5
     oci_num_heads: int = 8
     use_token_compression: bool = True
+    round_pixels_to_bfloat16: bool = False
 
 
 __all__ = ["PixelReferConfig"]

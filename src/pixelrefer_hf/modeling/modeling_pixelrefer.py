@@ -7,18 +7,17 @@ into the `<REGION>` placeholder positions. Region features are computed in the p
 """
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.video_llama_3.modeling_video_llama_3 import (
     VideoLlama3ForConditionalGeneration,
     VideoLlama3Model,
 )
-from transformers.utils import logging
 
 from .configuration_pixelrefer import PixelReferConfig
+from .object_infusion import PixelReferObjectInfusion
 from .object_tokenizer import PixelReferObjectTokenizer
 
-
-logger = logging.get_logger(__name__)
 
 REGION_INPUT_NAMES = (
     "region_pixel_values",
@@ -28,7 +27,21 @@ REGION_INPUT_NAMES = (
     "region_boxes",
     "region_image_sizes",
     "region_kmeans_init",
+    "region_global_pixel_values",
+    "region_global_grid_thw",
+    "region_local_pixel_values",
+    "region_local_grid_thw",
+    "region_view_ids",
 )
+
+
+def _pad_views(features: torch.Tensor, grid_thw: torch.LongTensor) -> tuple[torch.Tensor, torch.BoolTensor | None]:
+    """Features `(sum(n_v), C)` of V views -> padded `(V, max(n_v), C)` and the padding mask (None if no padding)."""
+    sizes = grid_thw.prod(-1)
+    padded = pad_sequence(list(features.split(sizes.tolist())), batch_first=True)
+    if bool((sizes == sizes[0]).all()):
+        return padded, None
+    return padded, torch.arange(padded.shape[1], device=sizes.device)[None, :] >= sizes[:, None]
 
 
 class PixelReferModel(VideoLlama3Model):
@@ -38,44 +51,28 @@ class PixelReferModel(VideoLlama3Model):
     def __init__(self, config: PixelReferConfig):
         super().__init__(config)
         self.object_tokenizer = PixelReferObjectTokenizer(config)
+        self.object_infusion = PixelReferObjectInfusion(config) if config.object_only else None
         self.post_init()
 
-    def encode_images_and_crops(
-        self,
-        pixel_values: torch.Tensor | None,
-        image_grid_thw: torch.LongTensor | None,
-        image_merge_sizes: torch.LongTensor | None,
-        region_pixel_values: torch.Tensor,
-        region_grid_thw: torch.LongTensor,
-    ) -> tuple[BaseModelOutputWithPooling | None, torch.Tensor]:
-        """Runs the vision encoder once over the images and all region crops (varlen, one attention block each).
+    def encode_vision(self, groups: list[tuple[torch.Tensor, torch.LongTensor, torch.LongTensor]]) -> list[torch.Tensor]:
+        """Runs the vision encoder ONCE over several groups of images (varlen: one attention block per image).
 
         Args:
-            pixel_values: `(sum(image patches), 3 * patch**2)` or None.
-            region_pixel_values: `(sum(h_i * w_i), 3 * patch**2)` crop patches, row-major per crop.
+            groups: `(pixel_values (sum(patches), 3 * patch**2), grid_thw (N, 3), merge_sizes (N,))` per group, e.g.
+                the images, then the region crops, then Lite's context views.
         Returns:
-            The image features as `get_image_features` returns them (None without images), and the crop features
-            `(sum(h_i * w_i), C)`.
+            Per group, the features `(sum(patches / merge_size**2), C)`.
         """
-        crop_merge_sizes = torch.ones(len(region_grid_thw), dtype=torch.long, device=region_grid_thw.device)
-        if pixel_values is None:
-            crop_features = self.vision_model(
-                pixel_values=region_pixel_values, grid_thw=region_grid_thw, merge_sizes=crop_merge_sizes
-            ).last_hidden_state
-            return None, crop_features
-
+        pixel_values = torch.cat([pixels for pixels, _, _ in groups])
+        if self.config.round_pixels_to_bfloat16:
+            pixel_values = pixel_values.to(torch.bfloat16)
         features = self.vision_model(
-            pixel_values=torch.cat([pixel_values, region_pixel_values.to(pixel_values.dtype)]),
-            grid_thw=torch.cat([image_grid_thw, region_grid_thw]),
-            merge_sizes=torch.cat([image_merge_sizes, crop_merge_sizes]),
+            pixel_values=pixel_values.to(self.vision_model.dtype),
+            grid_thw=torch.cat([grid for _, grid, _ in groups]),
+            merge_sizes=torch.cat([merge for _, _, merge in groups]),
         ).last_hidden_state
-        image_tokens = image_grid_thw.prod(-1) // image_merge_sizes**2
-        image_features, crop_features = features.split([int(image_tokens.sum()), len(features) - int(image_tokens.sum())])
-        image_embeds = self.projector(image_features)
-        image_outputs = BaseModelOutputWithPooling(
-            last_hidden_state=image_features, pooler_output=torch.split(image_embeds, image_tokens.tolist())
-        )
-        return image_outputs, crop_features
+        sizes = [int((grid.prod(-1) // merge**2).sum()) for _, grid, merge in groups]
+        return list(features.split(sizes))
 
     def get_region_features(
         self,
@@ -86,6 +83,11 @@ class PixelReferModel(VideoLlama3Model):
         region_boxes: torch.Tensor,
         region_image_sizes: torch.LongTensor,
         region_kmeans_init: torch.LongTensor | None = None,
+        global_features: torch.Tensor | None = None,
+        region_global_grid_thw: torch.LongTensor | None = None,
+        local_features: torch.Tensor | None = None,
+        region_local_grid_thw: torch.LongTensor | None = None,
+        region_view_ids: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         """Object tokens of all regions, in region order.
 
@@ -94,12 +96,16 @@ class PixelReferModel(VideoLlama3Model):
             region_grid_thw: `(R, 3)` crop grids.
             region_masks: `(sum(mh_i * mw_i),)` masks on the mask grids.
             region_mask_hw: `(R, 2)` mask grids.
-            region_boxes: `(R, 4)` crop boxes (x0, y0, x1, y1), inclusive pixels of the source image.
+            region_boxes: `(R, 4)` crop boxes (x0, y0, x1, y1), inclusive pixels of the source images.
             region_image_sizes: `(R, 2)` (height, width) of the source images.
             region_kmeans_init: `(R, mask_num)` k-means start per region (indices into its masked cells), or None for
                 the deterministic default.
+            global_features, local_features: Lite only, `(sum(n_v), C)` features of the V global / local views.
+            region_global_grid_thw, region_local_grid_thw: Lite only, `(V, 3)` grids of the views.
+            region_view_ids: Lite only, `(R,)` index of each region's views.
         Returns:
-            `(sum(tokens_i), D)` object tokens, `tokens_i <= mask_num`.
+            `(sum(tokens_i), D)` object tokens: `tokens_i = min(mask_num, masked cells)` for the full model, always
+            `mask_num` (zero padded before infusion) for Lite.
         """
         pooled = self.object_tokenizer.pool(
             crop_features,
@@ -110,8 +116,20 @@ class PixelReferModel(VideoLlama3Model):
             region_image_sizes,
             initial_indices=region_kmeans_init,
         )
-        valid = torch.arange(pooled.tokens.shape[1], device=pooled.counts.device) < pooled.counts[:, None]
-        return self.object_tokenizer(pooled.tokens[valid])
+        if self.object_infusion is None:
+            valid = torch.arange(pooled.tokens.shape[1], device=pooled.counts.device) < pooled.counts[:, None]
+            return self.object_tokenizer(pooled.tokens[valid])
+        local_context, local_padding = _pad_views(local_features, region_local_grid_thw)
+        global_context, global_padding = _pad_views(global_features, region_global_grid_thw)
+        view_ids = region_view_ids.to(local_context.device)
+        infused = self.object_infusion(
+            pooled.tokens,
+            local_context[view_ids],
+            global_context[view_ids],
+            local_padding[view_ids] if local_padding is not None else None,
+            global_padding[view_ids] if global_padding is not None else None,
+        )
+        return self.object_tokenizer(infused.flatten(0, 1))
 
     def get_region_placeholder_mask(
         self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, region_features: torch.Tensor
@@ -156,6 +174,11 @@ class PixelReferModel(VideoLlama3Model):
         region_boxes: torch.Tensor | None = None,
         region_image_sizes: torch.LongTensor | None = None,
         region_kmeans_init: torch.LongTensor | None = None,
+        region_global_pixel_values: torch.Tensor | None = None,
+        region_global_grid_thw: torch.LongTensor | None = None,
+        region_local_pixel_values: torch.Tensor | None = None,
+        region_local_grid_thw: torch.LongTensor | None = None,
+        region_view_ids: torch.LongTensor | None = None,
         **kwargs,
     ):
         r"""
@@ -173,20 +196,38 @@ class PixelReferModel(VideoLlama3Model):
             (height, width) of each region's source image.
         region_kmeans_init (`torch.LongTensor` of shape `(num_regions, mask_num)`, *optional*):
             Start of the object-token clustering per region; defaults to the deterministic evenly spaced start.
+        region_global_pixel_values, region_local_pixel_values (`torch.Tensor`, Lite only):
+            Patches of the global (whole image) and local (object surroundings) context views.
+        region_global_grid_thw, region_local_grid_thw (`torch.LongTensor` of shape `(num_views, 3)`, Lite only):
+            Grids of the context views.
+        region_view_ids (`torch.LongTensor` of shape `(num_regions,)`, Lite only):
+            Index of the context views of each region.
         """
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
         if region_pixel_values is not None:
-            if mm_encoder_outputs is None and pixel_values is not None:
-                image_outputs, crop_features = self.encode_images_and_crops(
-                    pixel_values, image_grid_thw, image_merge_sizes, region_pixel_values, region_grid_thw
-                )
-                mm_encoder_outputs, pixel_values = {"image": image_outputs}, None
-            else:
-                _, crop_features = self.encode_images_and_crops(
-                    None, None, None, region_pixel_values, region_grid_thw
-                )
+            crop_merge_sizes = torch.ones_like(region_grid_thw[:, 0])
+            groups = [(region_pixel_values, region_grid_thw, crop_merge_sizes)]
+            if self.object_infusion is not None:
+                groups.append((region_global_pixel_values, region_global_grid_thw, torch.ones_like(region_global_grid_thw[:, 0])))
+                groups.append((region_local_pixel_values, region_local_grid_thw, torch.ones_like(region_local_grid_thw[:, 0])))
+            encode_images = pixel_values is not None and mm_encoder_outputs is None
+            if encode_images:
+                groups.insert(0, (pixel_values, image_grid_thw, image_merge_sizes))
+            features = self.encode_vision(groups)
+            if encode_images:
+                image_features = features.pop(0)
+                image_embeds = self.projector(image_features)
+                split = (image_grid_thw.prod(-1) // image_merge_sizes**2).tolist()
+                mm_encoder_outputs = {
+                    "image": BaseModelOutputWithPooling(
+                        last_hidden_state=image_features, pooler_output=torch.split(image_embeds, split)
+                    )
+                }
+                pixel_values = None
+            crop_features, *view_features = features
+            global_features, local_features = view_features if view_features else (None, None)
             region_features = self.get_region_features(
                 crop_features,
                 region_grid_thw,
@@ -195,6 +236,11 @@ class PixelReferModel(VideoLlama3Model):
                 region_boxes,
                 region_image_sizes,
                 region_kmeans_init,
+                global_features,
+                region_global_grid_thw,
+                local_features,
+                region_local_grid_thw,
+                region_view_ids,
             ).to(inputs_embeds.device, inputs_embeds.dtype)
             region_mask = self.get_region_placeholder_mask(input_ids, inputs_embeds, region_features)
             inputs_embeds = inputs_embeds.masked_scatter(region_mask, region_features)
@@ -251,6 +297,11 @@ class PixelReferForConditionalGeneration(VideoLlama3ForConditionalGeneration):
         region_boxes: torch.Tensor | None = None,
         region_image_sizes: torch.LongTensor | None = None,
         region_kmeans_init: torch.LongTensor | None = None,
+        region_global_pixel_values: torch.Tensor | None = None,
+        region_global_grid_thw: torch.LongTensor | None = None,
+        region_local_pixel_values: torch.Tensor | None = None,
+        region_local_grid_thw: torch.LongTensor | None = None,
+        region_view_ids: torch.LongTensor | None = None,
         **kwargs,
     ):
         r"""
@@ -280,6 +331,11 @@ class PixelReferForConditionalGeneration(VideoLlama3ForConditionalGeneration):
             region_boxes=region_boxes,
             region_image_sizes=region_image_sizes,
             region_kmeans_init=region_kmeans_init,
+            region_global_pixel_values=region_global_pixel_values,
+            region_global_grid_thw=region_global_grid_thw,
+            region_local_pixel_values=region_local_pixel_values,
+            region_local_grid_thw=region_local_grid_thw,
+            region_view_ids=region_view_ids,
             **kwargs,
         )
 

@@ -2,7 +2,9 @@
 
 Small objects are enlarged so that their mask covers at least `max_tokens` patch cells; huge objects are shrunk so
 that they cover about `max_object_patches` cells. The crop is resized with OpenCV exactly as the original release
-does (its rounding is what the checkpoints were trained on).
+does (its rounding is what the checkpoints were trained on). The full model and Lite were trained with slightly
+different crops (`crop_object` and `crop_object_lite`); Lite also sees two context views of the source image
+(`context_views`).
 """
 
 import math
@@ -89,4 +91,59 @@ def crop_object(
     )
 
 
-__all__ = ["ObjectCrop", "crop_object", "scale_factor"]
+def crop_object_lite(
+    image: np.ndarray,
+    mask: np.ndarray,
+    max_tokens: int = 32,
+    patch_size: int = 14,
+    margin_patches: int = 2,
+    max_object_patches: int = 50,
+) -> ObjectCrop:
+    """Scale-adaptive crop of one object (PixelRefer-Lite).
+
+    Differs from `crop_object` as the Lite release does: the crop includes the box's bottom row and right column,
+    shrinking starts above 50 patches, the crop is resized with `INTER_AREA` when it shrinks on both sides, the mask
+    is resized to the patch grid as floats (fractional cells count as object), and every region becomes exactly
+    `max_tokens` tokens (zero padded).
+    """
+    height, width = mask.shape
+    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    x, y, box_w, box_h = cv2.boundingRect(cv2.findNonZero(mask))
+    margin = patch_size * margin_patches
+    top, left = max(0, y - margin), max(0, x - margin)
+    bottom, right = min(height, y + box_h + margin), min(width, x + box_w + margin)
+    crop_h, crop_w = bottom - top, right - left
+    scale = scale_factor(int(mask.sum(dtype=np.int64)), max_tokens, patch_size, max_object_patches)
+    out_h = math.ceil(crop_h * scale / patch_size) * patch_size
+    out_w = math.ceil(crop_w * scale / patch_size) * patch_size
+    interpolation = cv2.INTER_LINEAR if (out_h >= crop_h or out_w >= crop_w) else cv2.INTER_AREA
+    crop = cv2.resize(np.ascontiguousarray(image[top:bottom, left:right]), (out_w, out_h), interpolation=interpolation)
+    grid_mask = cv2.resize(
+        mask[top:bottom, left:right].astype(np.float32),
+        (out_w // patch_size, out_h // patch_size),
+        interpolation=cv2.INTER_LINEAR,
+    )
+    return ObjectCrop(
+        image=crop,
+        mask=grid_mask,
+        num_tokens=max_tokens,
+        box=(left, top, right - 1, bottom - 1),
+        image_size=(height, width),
+        scale=float(scale),
+    )
+
+
+def context_views(
+    image: np.ndarray, box: tuple[int, int, int, int], global_size: int = 336, local_size: int = 224
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lite's context of an object: the whole image squashed to `global_size`, and the object's crop (inclusive
+    `box`, before scale adaptation) squashed to `local_size`, both with `INTER_AREA`."""
+    x0, y0, x1, y1 = box
+    whole = cv2.resize(image, (global_size, global_size), interpolation=cv2.INTER_AREA)
+    local = cv2.resize(
+        np.ascontiguousarray(image[y0 : y1 + 1, x0 : x1 + 1]), (local_size, local_size), interpolation=cv2.INTER_AREA
+    )
+    return whole, local
+
+
+__all__ = ["ObjectCrop", "context_views", "crop_object", "crop_object_lite", "scale_factor"]

@@ -11,7 +11,7 @@ from transformers import BatchFeature, ProcessorMixin
 from transformers.image_utils import load_image
 from transformers.utils import logging
 
-from .object_crops import ObjectCrop, crop_object
+from .object_crops import ObjectCrop, context_views, crop_object, crop_object_lite
 from .regions import region_to_mask
 
 
@@ -46,6 +46,14 @@ CHAT_TEMPLATE = (
 )
 
 REGION_KEYS = ("mask", "box", "rle", "polygon", "points")
+REGION_PATCH_KEYS = (
+    "region_pixel_values",
+    "region_grid_thw",
+    "region_global_pixel_values",
+    "region_global_grid_thw",
+    "region_local_pixel_values",
+    "region_local_grid_thw",
+)
 
 
 def _to_rgb_array(image: Any, sample_index: int) -> np.ndarray:
@@ -100,9 +108,12 @@ class PixelReferProcessor(ProcessorMixin):
         tokenizer ([`Qwen2Tokenizer`]): with the `<image>` and `<REGION>` tokens.
         chat_template (`str`, *optional*): defaults to the original release's template.
         mask_num (`int`, *optional*, defaults to 32): maximum object tokens per region.
-        object_only (`bool`, *optional*, defaults to `False`): PixelRefer-Lite; no image tokens in the text.
+        object_only (`bool`, *optional*, defaults to `False`): PixelRefer-Lite; no image tokens in the text (`<image>`
+            placeholders are dropped), each region gets Lite's crop and global/local context views.
         margin_patches (`int`, *optional*, defaults to 2): crop margin around an object, in patches.
-        max_object_patches (`int`, *optional*, defaults to 100): objects covering more patches are shrunk.
+        max_object_patches (`int`, *optional*, defaults to 100): objects covering more patches are shrunk (Lite: 50).
+        global_view_size (`int`, *optional*, defaults to 336): side of Lite's whole-image view.
+        local_view_size (`int`, *optional*, defaults to 224): side of Lite's object-surroundings view.
     """
 
     def __init__(
@@ -114,8 +125,12 @@ class PixelReferProcessor(ProcessorMixin):
         object_only: bool = False,
         margin_patches: int = 2,
         max_object_patches: int = 100,
+        global_view_size: int = 336,
+        local_view_size: int = 224,
         **kwargs,
     ):
+        self.global_view_size = global_view_size
+        self.local_view_size = local_view_size
         self.mask_num = mask_num
         self.object_only = object_only
         self.margin_patches = margin_patches
@@ -134,7 +149,8 @@ class PixelReferProcessor(ProcessorMixin):
         crops = []
         for region_index, region in enumerate(regions):
             mask = region_to_mask(region, rgb.shape[:2], sample_index=sample_index, region_index=region_index)
-            crop = crop_object(
+            crop_fn = crop_object_lite if self.object_only else crop_object
+            crop = crop_fn(
                 rgb, mask, self.mask_num, self.image_processor.patch_size, self.margin_patches, self.max_object_patches
             )
             if crop.num_tokens == 0:
@@ -175,17 +191,27 @@ class PixelReferProcessor(ProcessorMixin):
 
         prompts, crops = [], []
         image_features: dict[str, list] = {"pixel_values": [], "image_grid_thw": [], "image_merge_sizes": []}
-        region_features: dict[str, list] = {"region_pixel_values": [], "region_grid_thw": []}
+        region_features: dict[str, list] = {key: [] for key in REGION_PATCH_KEYS}
+        view_ids: list[int] = []
         for index, (prompt, sample_images, sample_regions) in enumerate(zip(texts, rgb_images, batch_regions)):
-            sample_crops = self._sample_crops(index, prompt, sample_images, sample_regions)
+            sample_crops, image_ids = self._sample_crops(index, prompt, sample_images, sample_regions)
             crops.extend(sample_crops)
             for crop in sample_crops:
                 prompt = prompt.replace(REGION_PLACEHOLDER, "[" + REGION_TOKEN * crop.num_tokens + "]", 1)
             if sample_crops:
-                patches = self._patchify([c.image for c in sample_crops])
-                region_features["region_pixel_values"].append(patches["pixel_values"])
-                region_features["region_grid_thw"].append(patches["image_grid_thw"])
-            if not self.object_only:
+                groups = {"region": [c.image for c in sample_crops]}
+                if self.object_only:
+                    groups["region_global"], groups["region_local"] = self._context_views(
+                        sample_images, sample_crops, image_ids, view_ids
+                    )
+                for group, group_images in groups.items():
+                    # The original divides the pixel budget by the number of regions of the sample, for every group.
+                    patches = self._patchify(group_images, budget_divisor=len(sample_crops))
+                    region_features[f"{group}_pixel_values"].append(patches["pixel_values"])
+                    region_features[f"{group}_grid_thw"].append(patches["image_grid_thw"])
+            if self.object_only:
+                prompt = prompt.replace(IMAGE_TOKEN + "\n", "").replace(IMAGE_TOKEN, "")
+            else:
                 prompt = self._expand_images(index, prompt, sample_images, image_features)
             prompts.append(prompt)
 
@@ -196,11 +222,16 @@ class PixelReferProcessor(ProcessorMixin):
         if image_features["pixel_values"]:
             data.update({key: torch.cat(value) for key, value in image_features.items()})
         if crops:
-            data.update({key: torch.cat(value) for key, value in region_features.items()})
+            data.update({key: torch.cat(value) for key, value in region_features.items() if value})
             data.update(self._region_tensors(crops))
+            if self.object_only:
+                data["region_view_ids"] = torch.tensor(view_ids, dtype=torch.long)
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def _sample_crops(self, index: int, prompt: str, images: list[np.ndarray], regions: list) -> list[ObjectCrop]:
+    def _sample_crops(
+        self, index: int, prompt: str, images: list[np.ndarray], regions: list
+    ) -> tuple[list[ObjectCrop], list[int]]:
+        """The crops of one sample's regions and, for each, the index of its image in the sample."""
         num_placeholders = prompt.count(REGION_PLACEHOLDER)
         if num_placeholders != len(regions):
             raise ValueError(
@@ -211,7 +242,7 @@ class PixelReferProcessor(ProcessorMixin):
             raise ValueError(
                 f"sample {index}, region 0: regions need an image to point into; pass images=... for this sample."
             )
-        crops = []
+        crops, image_ids = [], []
         for region_index, region in enumerate(regions):
             image_index = 0
             if isinstance(region, dict) and "image_index" in region:
@@ -227,14 +258,31 @@ class PixelReferProcessor(ProcessorMixin):
                     f"sample {index}, region {region_index}: the sample has {len(images)} images; say which one the "
                     'region is on with {"image_index": k, "mask": ...}.'
                 )
-            crop = self.object_crops(images[image_index], [region], sample_index=index)[0]
-            crops.append(crop)
-        return crops
+            crops.append(self.object_crops(images[image_index], [region], sample_index=index)[0])
+            image_ids.append(image_index)
+        return crops, image_ids
 
-    def _patchify(self, images: list[np.ndarray]) -> BatchFeature:
-        """Patches of the images of one sample; the pixel budget is shared by them, as in the original."""
+    def _context_views(
+        self, images: list[np.ndarray], crops: list[ObjectCrop], image_ids: list[int], view_ids: list[int]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Lite's global and local views, one pair per image that has regions (the local view is taken around the
+        image's FIRST region, as the original caches it); appends each region's view index to `view_ids`."""
+        first_crop: dict[int, ObjectCrop] = {}
+        for crop, image_id in zip(crops, image_ids):
+            first_crop.setdefault(image_id, crop)
+        offset = len(set(view_ids))
+        order = list(first_crop)
+        view_ids.extend(offset + order.index(image_id) for image_id in image_ids)
+        views = [
+            context_views(images[i], first_crop[i].box, self.global_view_size, self.local_view_size) for i in order
+        ]
+        return [whole for whole, _ in views], [local for _, local in views]
+
+    def _patchify(self, images: list[np.ndarray], budget_divisor: int | None = None) -> BatchFeature:
+        """Patches of images of one sample; the pixel budget is divided by `budget_divisor` (default: the number of
+        images), as in the original."""
         size = dict(self.image_processor.size)
-        size["longest_edge"] = size["longest_edge"] // len(images)
+        size["longest_edge"] = size["longest_edge"] // (budget_divisor or len(images))
         return self.image_processor(images=images, size=size, return_tensors="pt")
 
     def _expand_images(

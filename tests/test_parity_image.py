@@ -1,9 +1,10 @@
-"""Parity of the full (Vision-Object) PixelRefer image path with the original release, stage by stage.
+"""Parity of the image path of PixelRefer (full, Vision-Object) and PixelRefer-Lite (Object-Only) with the original
+release, stage by stage.
 
 Cases are discovered from the golden set in `$PIXELREFER_GOLDEN_DIR`. Tolerances (float32, CPU): preprocessing
-(crops, masks, pixel values, ids, counts, boxes) exact; vision and object features <= 1e-5; k-means centroids from
-the original's recorded random start <= 1e-5; embeddings, hidden states and logits <= 1e-4; argmax and greedy ids
-exact.
+(crops, masks, context views, pixel values, ids, counts, boxes) exact; vision and object features <= 1e-5; k-means
+centroids from the original's recorded random start <= 1e-5; object infusion, embeddings, hidden states and logits
+<= 1e-4; argmax and greedy ids exact.
 """
 
 from functools import cache
@@ -18,14 +19,14 @@ import pixelrefer_hf  # noqa: F401
 from pixelrefer_hf.modeling.object_tokenizer import batched_kmeans, box_position_grid
 
 
-CASES = discover(variant="full", modal="image")
+CASES = discover(modal="image")
 FEATURE_ATOL = 1e-5
 KMEANS_ATOL = 1e-5
 OUTPUT_ATOL = 1e-4
 
 
-def test_golden_set_has_full_image_cases():
-    assert CASES, "the golden set has no full-variant image case"
+def test_golden_set_has_image_cases_of_both_variants():
+    assert {case.variant for case in CASES} == {"full", "lite"}, "the golden set lacks full or Lite image cases"
 
 
 @cache
@@ -69,37 +70,66 @@ def test_object_crops(case, model_and_inputs):
     assert [c.num_tokens for c in crops] == golden["mask_nums"].tolist()
 
 
+def lite_view_index(case):
+    """For each mask, the index under which the golden set stored its (cached) global/local view."""
+    return case.manifest["info"]["lite_per_mask_source_index"]["lite_raw"]
+
+
 def test_processor_outputs(case, model_and_inputs):
     _, _, inputs, _ = model_and_inputs
     golden = case.arrays
     np.testing.assert_array_equal(inputs["input_ids"].numpy(), golden["input_ids"])
     np.testing.assert_array_equal(inputs["attention_mask"].numpy(), golden["attention_mask"])
-    np.testing.assert_array_equal(inputs["pixel_values"].numpy(), golden["main_pixel_values_0"])
-    np.testing.assert_array_equal(inputs["image_grid_thw"].numpy(), golden["main_grid_thw_0"])
+    if case.variant == "full":
+        np.testing.assert_array_equal(inputs["pixel_values"].numpy(), golden["main_pixel_values_0"])
+        np.testing.assert_array_equal(inputs["image_grid_thw"].numpy(), golden["main_grid_thw_0"])
+    else:
+        assert "pixel_values" not in inputs
+        for view, name in (("global", "raw"), ("local", "local")):
+            pixels = inputs[f"region_{view}_pixel_values"].split(inputs[f"region_{view}_grid_thw"].prod(-1).tolist())
+            for i, source in enumerate(lite_view_index(case)):
+                own = pixels[int(inputs["region_view_ids"][i])]
+                np.testing.assert_array_equal(own.numpy(), golden[f"lite_{name}_pixel_values_{source}"])
     crop_pixels = inputs["region_pixel_values"].split(inputs["region_grid_thw"].prod(-1).tolist())
     for i, pixels in enumerate(crop_pixels):
         np.testing.assert_array_equal(pixels.numpy(), golden[f"crop_pixel_values_{i}"])
         np.testing.assert_array_equal(inputs["region_grid_thw"][i : i + 1].numpy(), golden[f"crop_grid_thw_{i}"])
 
 
+def ones_like_grid(grid):
+    return torch.ones_like(grid[:, 0])
+
+
 def test_vision_and_object_tokens(case, model_and_inputs):
     model, _, inputs, init = model_and_inputs
     golden = case.arrays
     inner = model.model
+    lite = case.variant == "lite"
+    groups = [(inputs["region_pixel_values"], inputs["region_grid_thw"], ones_like_grid(inputs["region_grid_thw"]))]
+    if lite:
+        for view in ("global", "local"):
+            grid = inputs[f"region_{view}_grid_thw"]
+            groups.append((inputs[f"region_{view}_pixel_values"], grid, ones_like_grid(grid)))
+    else:
+        groups.insert(0, (inputs["pixel_values"], inputs["image_grid_thw"], inputs["image_merge_sizes"]))
     with torch.no_grad():
-        image_outputs, crop_features = inner.encode_images_and_crops(
-            inputs["pixel_values"],
-            inputs["image_grid_thw"],
-            inputs["image_merge_sizes"],
-            inputs["region_pixel_values"],
-            inputs["region_grid_thw"],
-        )
-        assert_close(image_outputs.last_hidden_state, golden["main_vision_features"], FEATURE_ATOL, "vision features")
-        assert_close(image_outputs.pooler_output[0], golden["mm_features_projected"], OUTPUT_ATOL, "projected")
+        features = inner.encode_vision(groups)
+        if lite:
+            crop_features, global_features, local_features = features
+            for view, name, feats in (("global", "raw", global_features), ("local", "local", local_features)):
+                per_view = feats.split(inputs[f"region_{view}_grid_thw"].prod(-1).tolist())
+                for i, source in enumerate(lite_view_index(case)):
+                    expected = golden[f"lite_{name}_features_grid_{source}"]
+                    actual = per_view[int(inputs["region_view_ids"][i])].view(expected.shape)
+                    assert_close(actual, expected, FEATURE_ATOL, f"lite_{name}_features_grid_{source}")
+        else:
+            image_features, crop_features = features
+            assert_close(image_features, golden["main_vision_features"], FEATURE_ATOL, "vision features")
+            assert_close(inner.projector(image_features), golden["mm_features_projected"], OUTPUT_ATOL, "projected")
         grids = inputs["region_grid_thw"][:, 1:]
-        for i, features in enumerate(crop_features.split(grids.prod(-1).tolist())):
+        for i, crop in enumerate(crop_features.split(grids.prod(-1).tolist())):
             expected = golden[f"crop_features_grid_{i}"]
-            assert_close(features.view(expected.shape), expected, FEATURE_ATOL, f"crop_features_grid_{i}")
+            assert_close(crop.view(expected.shape), expected, FEATURE_ATOL, f"crop_features_grid_{i}")
 
         tokenizer = inner.object_tokenizer
         positions = box_position_grid(inputs["region_mask_hw"], inputs["region_boxes"], inputs["region_image_sizes"])
@@ -116,9 +146,28 @@ def test_vision_and_object_tokens(case, model_and_inputs):
             assert num_cells[i].item() == len(expected)
             assert_close(cells[i, : len(expected)], expected, FEATURE_ATOL, f"kmeans_input_tokens_{i}")
             assert_close(pooled.tokens[i, : pooled.counts[i]], golden[f"pool_output_{i}"], KMEANS_ATOL, f"pool_output_{i}")
-        assert pooled.counts.tolist() == golden["mask_nums"].tolist()
+        if lite:
+            assert_close(pooled.tokens, golden["oci_local_query_0"], KMEANS_ATOL, "oci_local_query")
+            infusion = inner.object_infusion
+            view_ids = inputs["region_view_ids"]
+            keys = {}
+            for view, feats in (("local", local_features), ("global", global_features)):
+                per_view = feats.split(inputs[f"region_{view}_grid_thw"].prod(-1).tolist())
+                keys[view] = torch.stack([per_view[int(v)] for v in view_ids])
+            local_out = pooled.tokens + infusion.local_attention(
+                infusion.local_norm(pooled.tokens), keys["local"], keys["local"], need_weights=False
+            )[0]
+            assert_close(local_out, golden["oci_local_out_0"], OUTPUT_ATOL, "oci_local_out")
+            infused = infusion(pooled.tokens, keys["local"], keys["global"])
+            assert_close(infused, golden["oci_global_out_0"], OUTPUT_ATOL, "oci_global_out")
+        else:
+            assert pooled.counts.tolist() == golden["mask_nums"].tolist()
+        view_args = (
+            (global_features, inputs["region_global_grid_thw"], local_features, inputs["region_local_grid_thw"],
+             inputs["region_view_ids"]) if lite else ()
+        )
         region_tokens = inner.get_region_features(
-            crop_features, inputs["region_grid_thw"], *args[2:], region_kmeans_init=init
+            crop_features, inputs["region_grid_thw"], *args[2:], init, *view_args
         )
         assert_close(region_tokens, golden["region_tokens"], OUTPUT_ATOL, "region_tokens")
 

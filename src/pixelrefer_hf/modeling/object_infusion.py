@@ -1,0 +1,50 @@
+"""OCI, Object-Centric Infusion (PixelRefer-Lite): object tokens take in their image context before the LLM.
+
+Each region's tokens cross-attend first to the features of a local view (the object's surroundings), then to those
+of a global view (the whole image); each step normalises the query only and adds the result back (residual).
+"""
+
+import torch
+from torch import nn
+
+from .configuration_pixelrefer import PixelReferConfig
+
+
+class PixelReferObjectInfusion(nn.Module):
+    def __init__(self, config: PixelReferConfig):
+        super().__init__()
+        hidden_size = config.vision_config.hidden_size
+        self.local_norm = nn.LayerNorm(hidden_size)
+        self.local_attention = nn.MultiheadAttention(hidden_size, config.oci_num_heads, batch_first=True)
+        self.global_norm = nn.LayerNorm(hidden_size)
+        self.global_attention = nn.MultiheadAttention(hidden_size, config.oci_num_heads, batch_first=True)
+
+    def forward(
+        self,
+        objects: torch.Tensor,
+        local_context: torch.Tensor,
+        global_context: torch.Tensor,
+        local_padding: torch.BoolTensor | None = None,
+        global_padding: torch.BoolTensor | None = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            objects: `(R, T, C)` pooled object tokens of R regions (zero rows where a region has fewer tokens).
+            local_context: `(R, L, C)` features of each region's local view.
+            global_context: `(R, G, C)` features of each region's global view.
+            local_padding, global_padding: `(R, L)` / `(R, G)`, True on padded context positions, or None.
+        Returns:
+            `(R, T, C)` object tokens with their context infused.
+        """
+        query = self.local_norm(objects)
+        objects = objects + self.local_attention(
+            query, local_context, local_context, key_padding_mask=local_padding, need_weights=False
+        )[0]
+        query = self.global_norm(objects)
+        objects = objects + self.global_attention(
+            query, global_context, global_context, key_padding_mask=global_padding, need_weights=False
+        )[0]
+        return objects
+
+
+__all__ = ["PixelReferObjectInfusion"]
