@@ -14,7 +14,8 @@ from pixelrefer_hf import PixelReferConfig, PixelReferForConditionalGeneration, 
 from pixelrefer_hf.modeling.object_tokenizer import evenly_spaced_start
 
 
-CASE = discover(variant="full", modal="image")[0]
+CASES = {variant: discover(variant=variant, modal="image")[0] for variant in ("full", "lite")}
+CASE = CASES["full"]
 
 
 @cache
@@ -22,9 +23,14 @@ def _load(folder):
     return AutoModelForImageTextToText.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
 
 
+@pytest.fixture(scope="module", params=["full", "lite"])
+def variant(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def folder(converted):
-    return converted(CASE.checkpoint)
+def folder(converted, variant):
+    return converted(CASES[variant].checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +55,11 @@ def two_samples():
     return first, second
 
 
-def test_auto_classes(folder, model_and_processor):
-    model, _ = model_and_processor
+def test_auto_classes(folder, model_and_processor, variant):
+    model, processor = model_and_processor
     assert isinstance(AutoConfig.from_pretrained(folder), PixelReferConfig)
+    assert model.config.object_only == processor.object_only == (variant == "lite")
+    assert (model.model.object_infusion is not None) == (variant == "lite")
     assert isinstance(model, PixelReferForConditionalGeneration)
     assert isinstance(AutoModel.from_pretrained(folder), PixelReferModel)
     assert model.lm_head.weight is model.model.language_model.embed_tokens.weight
@@ -80,6 +88,9 @@ def test_batch_equals_single_samples(model_and_processor, two_samples):
     ]
     batch = processor.apply_chat_template(list(two_samples), add_generation_prompt=True, tokenize=True, return_dict=True)
     assert batch["region_grid_thw"].shape[0] == 3
+    if processor.object_only:
+        assert "pixel_values" not in batch
+        assert batch["region_view_ids"].tolist() == [0, 0, 1]
     batched = greedy(model, batch)
     for single, row in zip(singles, batched):
         assert torch.equal(single, row)
@@ -126,6 +137,17 @@ def test_region_token_count_mismatch_is_an_error(model_and_processor, two_sample
         model(**{**inputs, "input_ids": ids})
 
 
+def test_lite_prompt_has_no_image_tokens(model_and_processor, two_samples):
+    model, processor = model_and_processor
+    inputs = processor.apply_chat_template(two_samples[0], add_generation_prompt=True, tokenize=True, return_dict=True)
+    num_image_tokens = int((inputs["input_ids"] == processor.image_token_id).sum())
+    num_region_tokens = int((inputs["input_ids"] == processor.region_token_id).sum())
+    if processor.object_only:
+        assert num_image_tokens == 0 and num_region_tokens == 2 * model.config.mask_num
+    else:
+        assert num_image_tokens == int(inputs["image_grid_thw"].prod())
+
+
 def test_crop_resized_by_the_image_processor(model_and_processor):
     """A crop over the pixel budget is resized by the image processor; its features are resized to the mask grid."""
     model, processor = model_and_processor
@@ -140,3 +162,21 @@ def test_crop_resized_by_the_image_processor(model_and_processor):
     with torch.no_grad():
         logits = model(**inputs).logits
     assert torch.isfinite(logits).all()
+
+
+def test_labels_give_a_loss_that_trains(model_and_processor, two_samples):
+    model, processor = model_and_processor
+    inputs = processor.apply_chat_template(two_samples[1], add_generation_prompt=True, tokenize=True, return_dict=True)
+    labels = inputs["input_ids"].clone()
+    labels[:, :-4] = -100
+    model.train()
+    try:
+        out = model(**inputs, labels=labels)
+        out.loss.backward()
+    finally:
+        model.eval()
+    grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    assert torch.isfinite(out.loss)
+    assert any("object_tokenizer" in name for name in grads)
+    assert any("vision_model" in name for name in grads)
+    model.zero_grad(set_to_none=True)

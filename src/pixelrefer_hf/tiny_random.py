@@ -45,6 +45,20 @@ def tiny_config(object_only: bool = False, mask_num: int = 32) -> PixelReferConf
     )
 
 
+def build_processor(object_only: bool = False, mask_num: int = 32) -> PixelReferProcessor:
+    """Processor with the settings of the original release (DAMOVL image processor, offline Qwen2.5 tokenizer)."""
+    image_processor = VideoLlama3ImageProcessorPil(
+        min_pixels=3136, max_pixels=1857492, image_mean=[0.5] * 3, image_std=[0.5] * 3, merge_size=1
+    )
+    return PixelReferProcessor(
+        image_processor,
+        build_qwen2_5_tokenizer(),
+        mask_num=mask_num,
+        object_only=object_only,
+        max_object_patches=50 if object_only else 100,
+    )
+
+
 def build_tiny_random(
     seed: int = 0, object_only: bool = False, mask_num: int = 32
 ) -> tuple[PixelReferForConditionalGeneration, PixelReferProcessor]:
@@ -54,13 +68,7 @@ def build_tiny_random(
     model = PixelReferForConditionalGeneration(config).eval()
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.generation_config.pad_token_id = config.text_config.eos_token_id
-    image_processor = VideoLlama3ImageProcessorPil(
-        min_pixels=3136, max_pixels=1857492, image_mean=[0.5] * 3, image_std=[0.5] * 3, merge_size=1
-    )
-    processor = PixelReferProcessor(
-        image_processor, build_qwen2_5_tokenizer(), mask_num=mask_num, object_only=object_only
-    )
-    return model, processor
+    return model, build_processor(object_only=object_only, mask_num=mask_num)
 
 
-__all__ = ["TINY_MODEL_NAME", "build_tiny_random", "tiny_config"]
+__all__ = ["TINY_MODEL_NAME", "build_processor", "build_tiny_random", "tiny_config"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from huggingface_hub import snapshot_download
 from safetensors import safe_open
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, GenerationConfig
@@ -181,6 +182,14 @@ def build_processor(src: Path, original: dict, config: PixelReferConfig) -> Pixe
     )
 
 
+def resolve_source(src: str | Path) -> Path:
+    """A local folder as is; otherwise `src` is taken as a Hub repo id of an original release and downloaded."""
+    if Path(src).exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(src)):
+        return Path(src)
+    logger.info("%s is not a local folder: downloading it from the Hub", src)
+    return Path(snapshot_download(str(src), allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt", "*.model"]))
+
+
 def convert_checkpoint(
     src: str | Path, dst: str | Path, *, dtype: torch.dtype | None = None, progress: bool = True
 ) -> ConversionReport:
@@ -190,12 +199,12 @@ def convert_checkpoint(
     Weights the converted model has but the original lacks are reported (`lm_head` of tied models is not one).
 
     Args:
-        src: original release folder.
+        src: original release folder, or the Hub id of one (e.g. `Alibaba-DAMO-Academy/PixelRefer-2B`), downloaded.
         dst: output folder (created).
         dtype: store the weights in this dtype; defaults to the original's `torch_dtype`.
         progress: show progress bars for large checkpoints.
     """
-    src, dst = Path(src), Path(dst)
+    src, dst = resolve_source(src), Path(dst)
     config_file = src / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{src} has no config.json; pass an original PixelRefer release folder.")

@@ -10,9 +10,11 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.video_llama_3.modeling_video_llama_3 import (
+    VideoLlama3CausalLMOutputWithPast,
     VideoLlama3ForConditionalGeneration,
     VideoLlama3Model,
 )
+from transformers.utils import can_return_tuple
 
 from .configuration_pixelrefer import PixelReferConfig
 from .object_infusion import PixelReferObjectInfusion
@@ -273,6 +275,7 @@ class PixelReferForConditionalGeneration(VideoLlama3ForConditionalGeneration):
         self.model = PixelReferModel(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -302,19 +305,20 @@ class PixelReferForConditionalGeneration(VideoLlama3ForConditionalGeneration):
         region_local_pixel_values: torch.Tensor | None = None,
         region_local_grid_thw: torch.LongTensor | None = None,
         region_view_ids: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ):
         r"""
         Same as [`VideoLlama3ForConditionalGeneration.forward`], plus the `region_*` inputs of
-        [`PixelReferModel.forward`] that [`PixelReferProcessor`] produces.
+        [`PixelReferModel.forward`] that [`PixelReferProcessor`] produces, and `logits_to_keep` (compute the logits of
+        the last `logits_to_keep` positions only; `generate` keeps 1 at prefill instead of the whole prompt).
         """
-        return super().forward(
+        outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
-            labels=labels,
             use_cache=use_cache,
             pixel_values=pixel_values,
             image_grid_thw=image_grid_thw,
@@ -336,7 +340,25 @@ class PixelReferForConditionalGeneration(VideoLlama3ForConditionalGeneration):
             region_local_pixel_values=region_local_pixel_values,
             region_local_grid_thw=region_local_grid_thw,
             region_view_ids=region_view_ids,
+            return_dict=True,
             **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        kept = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, kept, :])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+        return VideoLlama3CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=outputs.image_hidden_states,
+            video_hidden_states=outputs.video_hidden_states,
         )
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):

@@ -1,0 +1,197 @@
+"""PixelRefer (Vision-Object) vs PixelRefer-Lite (Object-Only) on the same image and regions.
+
+Prints, per variant: LLM input length, vision-encoder patches, prefill FLOPs (counted with
+`torch.utils.flop_counter`), prefill latency (median of repeated runs), peak memory of the prefill (CUDA: peak
+allocated above the loaded model; CPU: growth of the process's peak RSS during the first prefill) and decode tokens/s
+(from the time of generating N tokens minus 1 token). Random weights (the cost does not depend on them):
+
+    python benchmarks/lite_vs_full.py                          # tiny config, CPU
+    python benchmarks/lite_vs_full.py --config 2b --device cuda --dtype bfloat16   # PixelRefer-2B shapes
+"""
+
+import argparse
+import json
+import multiprocessing
+import resource
+import statistics
+import time
+from importlib.resources import files
+
+import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+from pixelrefer_hf import PixelReferConfig, PixelReferForConditionalGeneration
+from pixelrefer_hf.tiny_random import build_processor, tiny_config
+
+
+REGIONS = [[425, 20, 472, 225], [405, 215, 492, 385]]
+QUESTION = "What is <region>, and how does it relate to <region>?"
+PIXEL_KEYS = ("pixel_values", "region_pixel_values", "region_global_pixel_values", "region_local_pixel_values")
+
+
+def config_2b(object_only: bool) -> PixelReferConfig:
+    """PixelRefer-2B shapes: Qwen2.5-1.5B LLM + SigLIP-NaViT (so400m-style) vision encoder."""
+    return PixelReferConfig(
+        vision_config={
+            "hidden_size": 1152,
+            "intermediate_size": 4304,
+            "num_hidden_layers": 27,
+            "num_attention_heads": 16,
+            "patch_size": 14,
+        },
+        text_config={
+            "model_type": "qwen2",
+            "vocab_size": 151669,
+            "hidden_size": 1536,
+            "intermediate_size": 8960,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 12,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 32768,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+            "tie_word_embeddings": True,
+        },
+        tie_word_embeddings=True,
+        object_only=object_only,
+        kmeans_iterations=3 if object_only else 5,
+        round_pixels_to_bfloat16=object_only,
+    )
+
+
+def build_inputs(object_only: bool, image_path: str) -> dict[str, torch.Tensor]:
+    processor = build_processor(object_only=object_only)
+    image = Image.open(image_path).convert("RGB")
+    content = [{"type": "image", "image": image}]
+    pieces = QUESTION.split("<region>")
+    for piece, box in zip(pieces, REGIONS):
+        content += [{"type": "text", "text": piece}, {"type": "region", "box": box}]
+    content.append({"type": "text", "text": pieces[-1]})
+    messages = [{"role": "user", "content": content}]
+    return dict(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True))
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def measure(variant: str, inputs: dict[str, torch.Tensor], args: argparse.Namespace) -> dict:
+    """Runs in a fresh process: builds the model, then measures memory, FLOPs and timings of one variant."""
+    object_only = variant == "Lite"
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    config = config_2b(object_only) if args.config == "2b" else tiny_config(object_only)
+    torch.manual_seed(0)
+    model = PixelReferForConditionalGeneration(config).to(device=device, dtype=dtype).eval()
+    inputs = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in inputs.items()}
+    patches = sum(int(inputs[key].shape[0]) for key in PIXEL_KEYS if key in inputs)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def timed(fn, repeats):
+        timings = []
+        for _ in range(repeats):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            timings.append(time.perf_counter() - start)
+        return statistics.median(timings)
+
+    def prefill():
+        return model(**inputs, logits_to_keep=1, use_cache=True)
+
+    def generate(tokens):
+        return model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+
+    with torch.no_grad():
+        if device.type == "cuda":
+            prefill()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            prefill()
+            peak = torch.cuda.max_memory_allocated() - base
+        else:
+            base_peak, base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, _resident_bytes()
+            prefill()
+            peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - max(base_peak, base))
+        with FlopCounterMode(display=False) as counter:
+            prefill()
+        prefill_time = timed(prefill, args.repeats)
+        first_token = timed(lambda: generate(1), max(1, args.repeats // 2))
+        all_tokens = timed(lambda: generate(args.new_tokens), max(1, args.repeats // 2))
+    return {
+        "variant": variant,
+        "llm_input_length": int(inputs["input_ids"].shape[1]),
+        "vision_patches": patches,
+        "prefill_gflops": counter.get_total_flops() / 1e9,
+        "prefill_ms": prefill_time * 1e3,
+        "peak_mib": peak / 2**20,
+        "decode_tok_s": (args.new_tokens - 1) / max(all_tokens - first_token, 1e-9),
+    }
+
+
+def _worker(variant: str, inputs: dict, args: argparse.Namespace, queue) -> None:
+    queue.put(measure(variant, inputs, args))
+
+
+def run_isolated(variant: str, args: argparse.Namespace) -> dict:
+    """Each variant's model in a fresh process, so that one's memory does not hide the other's."""
+    inputs = build_inputs(variant == "Lite", args.image)
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_worker, args=(variant, inputs, args, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def format_table(rows: list[dict], args: argparse.Namespace) -> str:
+    header = (
+        f"config={args.config} device={args.device} dtype={args.dtype} image={args.image} "
+        f"regions={len(REGIONS)} repeats={args.repeats} new_tokens={args.new_tokens}"
+    )
+    columns = [
+        ("variant", "{}"),
+        ("llm_input_length", "{:d}"),
+        ("vision_patches", "{:d}"),
+        ("prefill_gflops", "{:.2f}"),
+        ("prefill_ms", "{:.1f}"),
+        ("peak_mib", "{:.0f}"),
+        ("decode_tok_s", "{:.1f}"),
+    ]
+    lines = [header, "| " + " | ".join(name for name, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt.format(row[name]) for name, fmt in columns) + " |")
+    full, lite = rows
+    lines.append(
+        f"Lite / full: LLM input x{lite['llm_input_length'] / full['llm_input_length']:.3f}, "
+        f"prefill FLOPs x{lite['prefill_gflops'] / full['prefill_gflops']:.3f}, "
+        f"prefill latency x{lite['prefill_ms'] / full['prefill_ms']:.3f}"
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", choices=["tiny", "2b"], default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--image", default=str(files("pixelrefer_hf") / "assets" / "brooklyn_bridge.jpg"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    args = parser.parse_args()
+    rows = [run_isolated(variant, args) for variant in ("full", "Lite")]
+    print(format_table(rows, args))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""The `pixelrefer` command: ask about regions of an image (`describe`), convert original checkpoints (`convert`)."""
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin, set_seed
+from transformers.utils import logging as hf_logging
+
+from . import tiny_random
+from .conversion import ConversionReport, convert_checkpoint
+from .processing.processing_pixelrefer import REGION_PLACEHOLDER
+from .processing.regions import region_to_mask
+from .visualization import render_regions
+
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IMAGE = "brooklyn_bridge.jpg"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+EXAMPLE_QUESTION = f"What is {REGION_PLACEHOLDER}?"
+
+
+class CommandError(Exception):
+    """A problem with the user's input, reported as one `error:` line and exit code 2."""
+
+
+def load_image(path: str | Path | None = None) -> Image.Image:
+    """The image at `path` as RGB (EXIF orientation applied), or the photo shipped with the package."""
+    source = Path(path) if path is not None else files("pixelrefer_hf") / "assets" / DEFAULT_IMAGE
+    with source.open("rb") as file:
+        return ImageOps.exif_transpose(Image.open(file)).convert("RGB")
+
+
+def parse_box(text: str) -> dict[str, list[float]]:
+    """`"x0,y0,x1,y1"` (pixels, x1 and y1 exclusive) -> `{"box": [x0, y0, x1, y1]}`."""
+    try:
+        values = [float(value) for value in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"box {text!r} is not x0,y0,x1,y1 (4 comma-separated numbers, in pixels)")
+    return {"box": [int(v) if v.is_integer() else v for v in values]}
+
+
+def read_mask(path: str) -> dict[str, np.ndarray]:
+    """A mask PNG read as grayscale, nonzero = object -> `{"mask": (H, W) uint8 array}`."""
+    try:
+        with Image.open(path) as image:
+            gray = np.asarray(image.convert("L"))
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read mask {path!r}: {error}") from error
+    return {"mask": (gray > 0).astype(np.uint8)}
+
+
+def build_messages(image: Image.Image, question: str, regions: Sequence[dict]) -> list[dict]:
+    """One user message: the image, then the question with each `<region>` replaced by its region item.
+
+    A question without `<region>` is prefixed with one per region.
+    """
+    count = question.count(REGION_PLACEHOLDER)
+    if count == 0:
+        question = " ".join([REGION_PLACEHOLDER] * len(regions)) + "\n" + question
+    elif count != len(regions):
+        raise CommandError(
+            f"the question has {count} {REGION_PLACEHOLDER} placeholder(s) but {len(regions)} region(s) were given "
+            f"with --box/--mask; put one {REGION_PLACEHOLDER} per region in the question, in order (or none, to "
+            "have them put in front)"
+        )
+    pieces = question.split(REGION_PLACEHOLDER)
+    content: list[dict] = [{"type": "image", "image": image}]
+    for piece, region in zip(pieces, regions):
+        if piece:
+            content.append({"type": "text", "text": piece})
+        content.append({"type": "region", **region})
+    if pieces[-1]:
+        content.append({"type": "text", "text": pieces[-1]})
+    return [{"role": "user", "content": content}]
+
+
+def load_model(name: str, seed: int, device: str) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """The model and processor `name`: `tiny-random`, a converted local folder or a Hub id of a converted repo."""
+    if name == tiny_random.TINY_MODEL_NAME:
+        logger.warning(
+            "--model %s is a tiny PixelRefer with RANDOM weights: its words are meaningless, it only shows that "
+            "the pipeline runs. For real answers convert an original release, e.g. `pixelrefer convert "
+            "Alibaba-DAMO-Academy/PixelRefer-2B CONVERTED_DIR`, and pass `--model CONVERTED_DIR` (or the Hub id "
+            "of a converted checkpoint).",
+            name,
+        )
+        model, processor = tiny_random.build_tiny_random(seed)
+    else:
+        try:
+            processor = AutoProcessor.from_pretrained(name)
+            model = AutoModelForImageTextToText.from_pretrained(name, dtype="auto")
+        except OSError as error:
+            raise CommandError(
+                f"cannot load model {name!r} ({error}); pass a converted local folder, a Hub id of a converted "
+                f"checkpoint, or {tiny_random.TINY_MODEL_NAME}"
+            ) from error
+    return model.to(device).eval(), processor
+
+
+def describe(args: argparse.Namespace) -> int:
+    """Answers a question about regions of an image and prints how each region was tokenized."""
+    if not args.regions:
+        raise CommandError("no region given; point at an object with --box x0,y0,x1,y1 or --mask PNG (repeatable)")
+    try:
+        image = load_image(args.image)
+    except OSError as error:
+        raise CommandError(f"cannot read image {args.image!r}: {error}") from error
+    messages = build_messages(image, args.question, args.regions)
+    try:
+        masks = [
+            region_to_mask(region, (image.height, image.width), region_index=index)
+            for index, region in enumerate(args.regions)
+        ]
+    except (ValueError, TypeError) as error:
+        raise CommandError(str(error)) from error
+    set_seed(args.seed)
+    model, processor = load_model(args.model, args.seed, args.device)
+    try:
+        crops = processor.object_crops(image, args.regions)
+        inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    except ValueError as error:
+        raise CommandError(str(error)) from error
+
+    with torch.inference_mode():
+        output = model.generate(**inputs.to(model.device), max_new_tokens=args.max_new_tokens, do_sample=False)
+    new_tokens = output[0, inputs["input_ids"].shape[1] :]
+    answer = processor.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+    if not answer:
+        answer = f"(no visible text: the {len(new_tokens)} new tokens are whitespace or special tokens)"
+    print(f"Answer: {answer}")
+    print()
+    rows = [
+        (
+            str(index),
+            ",".join(str(v) for v in crop.box),
+            f"{crop.image.shape[1]}x{crop.image.shape[0]}",
+            f"{crop.scale:.2f}",
+            str(crop.num_tokens),
+            "x".join(str(v) for v in crop.mask.shape),
+        )
+        for index, crop in enumerate(crops)
+    ]
+    print(_table(("region", "crop box x0,y0,x1,y1", "crop WxH", "scale", "tokens", "grid HxW"), rows))
+
+    if args.save_vis is not None:
+        args.save_vis.parent.mkdir(parents=True, exist_ok=True)
+        render_regions(image, masks, crops).save(args.save_vis)
+        print(f"\nSaved the visualization to {args.save_vis}")
+    return 0
+
+
+def convert(args: argparse.Namespace) -> int:
+    """Converts an original PixelRefer release folder and prints what the conversion did."""
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    if args.progress_off:
+        hf_logging.disable_progress_bar()
+    try:
+        report = convert_checkpoint(args.src, args.dst, dtype=DTYPES.get(args.dtype), progress=not args.progress_off)
+    except (FileNotFoundError, ValueError) as error:
+        raise CommandError(str(error)) from error
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
+    print(_conversion_summary(args.src, report))
+    return 0
+
+
+def _conversion_summary(src: Path, report: ConversionReport) -> str:
+    name = "PixelRefer" if report.variant == "full" else "PixelRefer-Lite"
+    dst = report.output_dir
+    lines = [
+        f"Converted {src} -> {dst}",
+        f"variant: {report.variant} ({name})",
+        f"tensors read: {report.num_tensors}",
+        f"dropped (unused by the model): {', '.join(report.dropped_keys) or 'none'}",
+        f"missing (left at their initial values): {', '.join(report.missing_keys) or 'none'}",
+        f"processor: {'written' if report.has_processor else f'not written (no tokenizer files in {src})'}",
+        "",
+        "Next:",
+    ]
+    if report.has_processor:
+        lines.append(f'  pixelrefer describe --model {dst} --box x0,y0,x1,y1 "{EXAMPLE_QUESTION}"')
+    else:
+        lines.append(f"  put the release's Qwen2.5 tokenizer files into {src} and convert again, to get a processor")
+    lines.append(f'  or in Python: AutoModelForImageTextToText.from_pretrained("{dst}") after `import pixelrefer_hf`')
+    return "\n".join(lines)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in (header, *rows))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `pixelrefer` command."""
+    parser = argparse.ArgumentParser(prog="pixelrefer", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="also log informational messages")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ask = commands.add_parser(
+        "describe",
+        help="ask a question about regions of an image",
+        description="Ask about regions of an image; each <region> in the question is one --box or --mask, in order.",
+    )
+    ask.add_argument("question", help=f"the question, with one {REGION_PLACEHOLDER} per region (or none)")
+    ask.add_argument("--image", help="image file (default: a photo of the Brooklyn Bridge shipped with the package)")
+    ask.add_argument(
+        "--box",
+        dest="regions",
+        action="append",
+        type=parse_box,
+        metavar="X0,Y0,X1,Y1",
+        help="a region as a box in pixels (x1, y1 exclusive); repeatable",
+    )
+    ask.add_argument(
+        "--mask",
+        dest="regions",
+        action="append",
+        type=read_mask,
+        metavar="PNG",
+        help="a region as a mask PNG of the image's size (nonzero = object); repeatable",
+    )
+    ask.add_argument(
+        "--model",
+        default=tiny_random.TINY_MODEL_NAME,
+        help=f"converted folder or Hub id (default: {tiny_random.TINY_MODEL_NAME}, random weights)",
+    )
+    ask.add_argument("--max-new-tokens", type=int, default=64, help="longest answer, in tokens (default: 64)")
+    ask.add_argument("--seed", type=int, default=0, help="random seed, also of the tiny model's weights (default: 0)")
+    ask.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if any)"
+    )
+    ask.add_argument("--save-vis", type=Path, metavar="OUT.png", help="save a picture of the regions and their crops")
+    ask.set_defaults(handler=describe)
+
+    conv = commands.add_parser(
+        "convert",
+        help="convert an original PixelRefer release folder to a Transformers folder",
+        description="Convert an original PixelRefer / PixelRefer-Lite release folder to a Transformers folder.",
+    )
+    conv.add_argument(
+        "src", type=Path, help="original release folder (config.json and weights), or its Hub id (downloaded)"
+    )
+    conv.add_argument("dst", type=Path, help="output folder")
+    conv.add_argument("--dtype", choices=sorted(DTYPES), help="weight dtype (default: the original's)")
+    conv.add_argument("--no-progress", dest="progress_off", action="store_true", help="hide progress bars")
+    conv.set_defaults(handler=convert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the `pixelrefer` command; returns its exit code (2 for a usage or input error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    package_logger = logging.getLogger("pixelrefer_hf")
+    level = package_logger.level
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return args.handler(args)
+    except CommandError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(level)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

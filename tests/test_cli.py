@@ -1,0 +1,142 @@
+"""The `pixelrefer` command, run in-process on the tiny random model and the golden checkpoint (offline, CPU)."""
+
+import functools
+
+import numpy as np
+import pytest
+from PIL import Image
+from transformers import AutoModelForImageTextToText
+
+from golden import GOLDEN_DIR
+from pixelrefer_hf import PixelReferForConditionalGeneration, cli, tiny_random
+from pixelrefer_hf.processing.processing_pixelrefer import REGION_PLACEHOLDER
+
+
+WTC_BOX = [425, 20, 472, 225]
+TOWER_BOX = [405, 215, 492, 385]
+CHECKPOINT = GOLDEN_DIR / "checkpoints" / "pixelrefer_tiny"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cached_tiny_model():
+    """Builds the tiny model once per seed for the whole module instead of once per command."""
+    cached = functools.cache(tiny_random.build_tiny_random)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tiny_random, "build_tiny_random", cached)
+        yield cached
+
+
+@pytest.fixture(scope="module")
+def image() -> Image.Image:
+    return cli.load_image()
+
+
+@pytest.fixture
+def tower_mask_png(tmp_path, image) -> tuple[str, np.ndarray]:
+    """An elliptic mask around the bridge tower, saved as a 0/255 PNG."""
+    rows, cols = np.mgrid[: image.height, : image.width]
+    mask = (((rows - 300) / 80) ** 2 + ((cols - 448) / 40) ** 2 < 1).astype(np.uint8)
+    path = tmp_path / "tower.png"
+    Image.fromarray(mask * 255).save(path)
+    return str(path), mask
+
+
+def region_rows(out: str, count: int) -> list[list[str]]:
+    """The columns of the region table's rows (after its header)."""
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("region "))
+    return [line.split() for line in lines[header + 1 : header + 1 + count]]
+
+
+def expected_row(index: int, crop) -> list[str]:
+    return [
+        str(index),
+        ",".join(map(str, crop.box)),
+        f"{crop.image.shape[1]}x{crop.image.shape[0]}",
+        f"{crop.scale:.2f}",
+        str(crop.num_tokens),
+        f"{crop.mask.shape[0]}x{crop.mask.shape[1]}",
+    ]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_describe_box(capsys, cached_tiny_model, image):
+    box = ",".join(map(str, WTC_BOX))
+    code, out, err = run(capsys, "describe", "--box", box, "--max-new-tokens", "3", "What is <region>?")
+    assert code == 0, err
+    assert err.lstrip().startswith("WARNING:") and "RANDOM weights" in err and "--model" in err
+    assert out.startswith("Answer:")
+    _, processor = cached_tiny_model(0)
+    (crop,) = processor.object_crops(image, [{"box": WTC_BOX}])
+    assert region_rows(out, 1) == [expected_row(0, crop)]
+
+
+def test_describe_mask_and_box_with_visualization(capsys, tmp_path, cached_tiny_model, image, tower_mask_png):
+    mask_path, mask = tower_mask_png
+    vis = tmp_path / "vis" / "regions.png"
+    box = ",".join(map(str, WTC_BOX))
+    argv = ["--mask", mask_path, "--box", box, "--max-new-tokens", "2", "--save-vis", str(vis)]
+    code, out, err = run(capsys, "describe", *argv, "How does this relate to that?")
+    assert code == 0, err
+    _, processor = cached_tiny_model(0)
+    crops = processor.object_crops(image, [{"mask": mask}, {"box": WTC_BOX}])
+    assert region_rows(out, 2) == [expected_row(i, crop) for i, crop in enumerate(crops)]
+    with Image.open(vis) as picture:
+        assert picture.format == "PNG"
+        assert picture.width > image.width and picture.height >= image.height
+
+
+def test_question_without_placeholders_is_prefixed(image):
+    regions = [{"box": WTC_BOX}, {"box": TOWER_BOX}]
+    (message,) = cli.build_messages(image, "Compare them.", regions)
+    kinds = [item["type"] for item in message["content"]]
+    assert kinds == ["image", "region", "text", "region", "text"]
+    assert [item["text"] for item in message["content"] if item["type"] == "text"] == [" ", "\nCompare them."]
+    assert [item["box"] for item in message["content"] if item["type"] == "region"] == [WTC_BOX, TOWER_BOX]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--box", "600,0,700,100", "What is <region>?"], "outside the image"),
+        (["--box", "425,20,472,225", "--box", "405,215,492,385", "What is <region>?"], "1 <region> placeholder"),
+        (["What is this?"], "no region given"),
+        (["--box", "1,2,3", "What is <region>?"], "x0,y0,x1,y1"),
+        (["--image", "missing.jpg", "--box", "1,2,3,4", "What is <region>?"], "cannot read image"),
+    ],
+)
+def test_describe_errors(capsys, args, message):
+    code, out, err = run(capsys, "describe", *args)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err and out == ""
+
+
+def test_describe_mask_of_wrong_size(capsys, tmp_path):
+    path = tmp_path / "small.png"
+    Image.fromarray(np.full((100, 100), 255, dtype=np.uint8)).save(path)
+    code, _, err = run(capsys, "describe", "--mask", str(path), f"What is {REGION_PLACEHOLDER}?")
+    assert code == 2
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert "(100, 100)" in err and "image size" in err
+
+
+def test_convert_golden_checkpoint(capsys, tmp_path):
+    dst = tmp_path / "converted"
+    code, out, err = run(capsys, "convert", str(CHECKPOINT), str(dst), "--no-progress")
+    assert code == 0, err
+    assert "variant: full" in out and "processor: written" in out and str(dst) in out
+    model = AutoModelForImageTextToText.from_pretrained(dst)
+    assert isinstance(model, PixelReferForConditionalGeneration)
+
+
+def test_convert_folder_without_config(capsys, tmp_path):
+    code, out, err = run(capsys, "convert", str(tmp_path), str(tmp_path / "out"), "--no-progress")
+    assert code == 2
+    assert err.startswith("error:") and "config.json" in err
+    assert out == ""
