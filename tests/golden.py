@@ -82,8 +82,12 @@ class GoldenCase:
         return [{"role": "user", "content": content}]
 
     def kmeans_init(self, mask_num: int) -> np.ndarray:
-        """The original's recorded random k-means start of every region, `(R, mask_num)`."""
-        return np.stack([self.arrays[f"kmeans_randperm_{i}"][:mask_num] for i in range(self.num_regions)])
+        """The original's recorded random k-means start of every region, `(R, mask_num)`; zeros for a region the
+        original did not cluster (no permutation recorded; the start is then unused)."""
+        zeros = np.zeros(mask_num, dtype=np.int64)
+        return np.stack(
+            [self.arrays.get(f"kmeans_randperm_{i}", zeros)[:mask_num] for i in range(self.num_regions)]
+        )
 
 
 def discover(variant: str | None = None, modal: str | None = None) -> list[GoldenCase]:

@@ -180,3 +180,31 @@ def test_labels_give_a_loss_that_trains(model_and_processor, two_samples):
     assert any("object_tokenizer" in name for name in grads)
     assert any("vision_model" in name for name in grads)
     model.zero_grad(set_to_none=True)
+
+
+def test_one_vision_call_for_images_and_all_crops(model_and_processor, two_samples):
+    model, processor = model_and_processor
+    batch = processor.apply_chat_template(list(two_samples), add_generation_prompt=True, tokenize=True, return_dict=True)
+    calls = []
+    hook = model.model.vision_model.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(**batch)
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+    grids = calls[0]["grid_thw"]
+    expected = len(batch["region_grid_thw"]) + (
+        2 * int(batch["region_view_ids"].max() + 1) if processor.object_only else len(batch["image_grid_thw"])
+    )
+    assert len(grids) == expected
+
+
+def test_logits_to_keep_matches_full_logits(model_and_processor, two_samples):
+    model, processor = model_and_processor
+    inputs = processor.apply_chat_template(two_samples[1], add_generation_prompt=True, tokenize=True, return_dict=True)
+    with torch.no_grad():
+        full = model(**inputs).logits
+        last = model(**inputs, logits_to_keep=1).logits
+    assert last.shape[1] == 1
+    torch.testing.assert_close(last[:, -1], full[:, -1], rtol=0, atol=1e-6)

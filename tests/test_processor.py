@@ -33,6 +33,7 @@ def box_mask(shape, x0, y0, x1, y1):
 def test_autoprocessor_class(processor):
     assert isinstance(processor, PixelReferProcessor)
     assert processor.mask_num == 32
+    assert type(processor.image_processor).__name__ == "VideoLlama3ImageProcessorPil"
 
 
 def test_region_expansion_and_tensors(processor, image):
@@ -162,3 +163,14 @@ def test_several_images_need_image_index(processor, image):
         text="<image><image><region>", images=[[image, image[:50]]], regions=[[{"box": [1, 1, 5, 40], "image_index": 1}]]
     )
     assert inputs["region_image_sizes"].tolist() == [[50, 120]]
+
+
+def test_image_from_path_equals_array(processor, image, tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "image.png"
+    Image.fromarray(image).save(path)
+    from_path = processor(text="<image><region>", images=str(path), regions=[[{"box": [10, 10, 40, 50]}]])
+    from_array = processor(text="<image><region>", images=image, regions=[[{"box": [10, 10, 40, 50]}]])
+    for key in from_array:
+        assert torch.equal(from_path[key], from_array[key]), key

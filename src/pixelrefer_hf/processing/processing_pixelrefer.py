@@ -143,6 +143,13 @@ class PixelReferProcessor(ProcessorMixin):
             raise ValueError(f"The tokenizer has no {REGION_TOKEN} token; add it with `tokenizer.add_tokens`.")
         super().__init__(image_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE, **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """Loads a saved processor; the image processor defaults to the PIL backend (`backend="pil"`), whose resize
+        matches the original release's pixel values exactly, also where torchvision is installed."""
+        kwargs.setdefault("backend", "pil")
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     def object_crops(self, image: Any, regions: Sequence, sample_index: int = 0) -> list[ObjectCrop]:
         """Scale-adaptive crops of `regions` (any form `region_to_mask` takes) on one image."""
         rgb = _to_rgb_array(image, sample_index)
