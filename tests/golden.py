@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pixelrefer_hf.processing.video import VideoClip
+
 
 FIXTURES = Path(__file__).parent / "fixtures" / "golden"
 GOLDEN_DIR = Path(os.environ.get("PIXELREFER_GOLDEN_DIR", FIXTURES))
@@ -60,25 +62,68 @@ class GoldenCase:
     def image(self) -> np.ndarray:
         return np.array(Image.open(self.path / "image.png").convert("RGB"))
 
+    @cached_property
+    def clip(self) -> VideoClip:
+        """The frames the original loader returned, with their source indices and timestamps, and the additional
+        frames the masks are drawn on."""
+        info = self.manifest["info"]
+        indices = info["sampled_frame_indices"]
+        frames = np.stack([np.array(Image.open(self.path / f"frame_{k:02d}.png")) for k in range(len(indices))])
+        extra = {}
+        for entry in info.get("additional_frames_png") or []:
+            if "png" in entry:
+                source = info["additional_frame_ids"][entry["additional_frame"]]
+                extra[source] = np.array(Image.open(self.path / entry["png"]))
+        return VideoClip(
+            frames=frames,
+            indices=indices,
+            timestamps=info["timestamps"],
+            fps=info["video_avg_fps"],
+            num_source_frames=info["video_num_frames"],
+            extra_frames=extra,
+        )
+
     @property
     def num_regions(self) -> int:
+        """Number of masks (for a Lite masklet, one per object and frame)."""
         return len(self.arrays["masks"])
 
-    def messages(self) -> list[dict]:
-        """The chat messages the original `mm_infer` builds from the prompt, with the image item carrying the image.
+    def regions(self) -> list[dict]:
+        """The region items, in prompt order: masks on the image, on a video frame, or masklets."""
+        masks, mask_ids = self.arrays["masks"], self.arrays["mask_ids"]
+        if self.modal == "image":
+            return [{"mask": mask} for mask in masks]
+        frame_ids = self.manifest["info"]["additional_frame_ids"]
+        per_object = self.manifest["info"].get("mask_ids_raw")
+        if not per_object:
+            return [{"frame": frame_ids[mask_ids[i]], "mask": masks[i]} for i in range(len(masks))]
+        regions, start = [], 0
+        for object_frames in per_object:
+            regions.append({"masklet": {frame_ids[j]: masks[start + n] for n, j in enumerate(object_frames)}})
+            start += len(object_frames)
+        return regions
 
-        `mm_infer` prepends `<image>` to a prompt without one, splits the prompt at `<image>` and strips each text
-        chunk.
+    def messages(self) -> list[dict]:
+        """The chat messages the original `mm_infer` builds from the prompt, with the media and region items.
+
+        `mm_infer` prepends `<image>` to a full-model image prompt without one, splits the prompt at the media token
+        and strips each text chunk; each `<region>` becomes a region item.
         """
+        token = "<image>" if self.modal == "image" else "<video>"
+        media = {"type": "image", "image": self.image} if self.modal == "image" else {"type": "video", "video": self.clip}
         prompt = self.manifest["prompt"]
-        if self.variant == "full" and "<image>" not in prompt:
-            prompt = "<image>" + prompt
-        content = []
-        for index, chunk in enumerate(prompt.split("<image>")):
+        if self.variant == "full" and token not in prompt:
+            prompt = token + prompt
+        regions = iter(self.regions())
+        content = [] if token in prompt else [media]
+        for index, chunk in enumerate(prompt.split(token)):
             if index > 0:
-                content.append({"type": "image", "image": self.image})
-            if chunk.strip():
-                content.append({"type": "text", "text": chunk.strip()})
+                content.append(media)
+            for position, piece in enumerate(chunk.strip().split("<region>")):
+                if position > 0:
+                    content.append({"type": "region", **next(regions)})
+                if piece:
+                    content.append({"type": "text", "text": piece})
         return [{"role": "user", "content": content}]
 
     def kmeans_init(self, mask_num: int) -> np.ndarray:

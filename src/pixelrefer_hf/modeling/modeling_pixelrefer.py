@@ -209,25 +209,28 @@ class PixelReferModel(VideoLlama3Model):
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
         if region_pixel_values is not None:
-            crop_merge_sizes = torch.ones_like(region_grid_thw[:, 0])
-            groups = [(region_pixel_values, region_grid_thw, crop_merge_sizes)]
+            groups = [(region_pixel_values, region_grid_thw)]
             if self.object_infusion is not None:
-                groups.append((region_global_pixel_values, region_global_grid_thw, torch.ones_like(region_global_grid_thw[:, 0])))
-                groups.append((region_local_pixel_values, region_local_grid_thw, torch.ones_like(region_local_grid_thw[:, 0])))
-            encode_images = pixel_values is not None and mm_encoder_outputs is None
-            if encode_images:
-                groups.insert(0, (pixel_values, image_grid_thw, image_merge_sizes))
-            features = self.encode_vision(groups)
-            if encode_images:
-                image_features = features.pop(0)
-                image_embeds = self.projector(image_features)
-                split = (image_grid_thw.prod(-1) // image_merge_sizes**2).tolist()
-                mm_encoder_outputs = {
-                    "image": BaseModelOutputWithPooling(
-                        last_hidden_state=image_features, pooler_output=torch.split(image_embeds, split)
-                    )
-                }
-                pixel_values = None
+                groups += [(region_global_pixel_values, region_global_grid_thw)]
+                groups += [(region_local_pixel_values, region_local_grid_thw)]
+            groups = [(pixels, grid, torch.ones_like(grid[:, 0])) for pixels, grid in groups]
+            mm_encoder_outputs = dict(mm_encoder_outputs or {})
+            media = {}
+            if pixel_values is not None and "image" not in mm_encoder_outputs:
+                media["image"] = (pixel_values, image_grid_thw, image_merge_sizes)
+            if pixel_values_videos is not None and "video" not in mm_encoder_outputs:
+                media["video"] = (pixel_values_videos, video_grid_thw, video_merge_sizes)
+            features = self.encode_vision(list(media.values()) + groups)
+            for modality, (_, grid_thw, merge_sizes) in media.items():
+                media_features = features.pop(0)
+                embeds = self.projector(media_features)
+                split = (grid_thw.prod(-1) // merge_sizes**2).tolist()
+                mm_encoder_outputs[modality] = BaseModelOutputWithPooling(
+                    last_hidden_state=media_features, pooler_output=torch.split(embeds, split)
+                )
+            pixel_values = None if "image" in media else pixel_values
+            pixel_values_videos = None if "video" in media else pixel_values_videos
+            mm_encoder_outputs = mm_encoder_outputs or None
             crop_features, *view_features = features
             global_features, local_features = view_features if view_features else (None, None)
             region_features = self.get_region_features(

@@ -13,11 +13,14 @@ from transformers.utils import logging
 
 from .object_crops import ObjectCrop, context_views, crop_object, crop_object_lite
 from .regions import region_to_mask
+from .video import VideoClip, load_video
 
 
 logger = logging.get_logger(__name__)
 
 IMAGE_TOKEN = "<image>"
+VIDEO_PLACEHOLDER = "<video>"
+VIDEO_TOKEN = "<|video_pad|>"
 REGION_PLACEHOLDER = "<region>"
 REGION_TOKEN = "<REGION>"
 
@@ -33,6 +36,8 @@ CHAT_TEMPLATE = (
     "{%- if content['type'] == 'image' -%}"
     "{%- if 'time' in content -%}{{- 'Time ' + content['time'] | round(1) | string + 's: ' -}}{%- endif -%}"
     "{{- '<image>\n' -}}"
+    "{%- elif content['type'] == 'video' -%}"
+    "{{- '<video>\n' -}}"
     "{%- elif content['type'] == 'region' -%}"
     "{{- '<region>' -}}"
     "{%- elif content['type'] == 'text' -%}"
@@ -46,6 +51,7 @@ CHAT_TEMPLATE = (
 )
 
 REGION_KEYS = ("mask", "box", "rle", "polygon", "points")
+VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "video_merge_sizes", "video_compression_mask")
 REGION_PATCH_KEYS = (
     "region_pixel_values",
     "region_grid_thw",
@@ -114,6 +120,10 @@ class PixelReferProcessor(ProcessorMixin):
         max_object_patches (`int`, *optional*, defaults to 100): objects covering more patches are shrunk (Lite: 50).
         global_view_size (`int`, *optional*, defaults to 336): side of Lite's whole-image view.
         local_view_size (`int`, *optional*, defaults to 224): side of Lite's object-surroundings view.
+        video_fps (`float`, *optional*, defaults to 1.0): frames sampled per second of video (full model).
+        video_max_frames (`int`, *optional*, defaults to 768): most frames sampled from a video.
+        use_token_compression (`bool`, *optional*, defaults to `True`): drop video tokens that barely change from
+            the previous frame (full model).
     """
 
     def __init__(
@@ -127,8 +137,16 @@ class PixelReferProcessor(ProcessorMixin):
         max_object_patches: int = 100,
         global_view_size: int = 336,
         local_view_size: int = 224,
+        video_fps: float = 1.0,
+        video_max_frames: int = 768,
+        use_token_compression: bool = True,
         **kwargs,
     ):
+        self.video_fps = video_fps
+        self.video_max_frames = video_max_frames
+        self.use_token_compression = use_token_compression
+        self.video_token = VIDEO_TOKEN
+        self.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
         self.global_view_size = global_view_size
         self.local_view_size = local_view_size
         self.mask_num = mask_num
@@ -173,6 +191,7 @@ class PixelReferProcessor(ProcessorMixin):
         text: str | list[str] | None = None,
         images: Any = None,
         regions: Sequence | None = None,
+        videos: Any = None,
         return_tensors: str | None = "pt",
         padding_side: str = "left",
         **kwargs,
@@ -182,42 +201,75 @@ class PixelReferProcessor(ProcessorMixin):
             text: one prompt or a list of prompts (already chat-templated; see `apply_chat_template`).
             images: one image per sample, or one list of images per sample (PIL, uint8 array, path or URL).
             regions: one list of regions per sample, in the order of the `<region>` placeholders. A region of a sample
-                with several images names its image with `{"image_index": k, ...}`.
+                with several images names its image with `{"image_index": k, ...}`. A region of a video names the
+                frame it is drawn on, `{"frame": k, "mask": ...}`, or is a masklet `{"masklet": {k: mask, ...}}`;
+                `k` indexes the frames of the source video.
+            videos: one video per sample (or None for samples without): a path, file object, frame folder,
+                `(T, H, W, 3)` uint8 frames or a [`VideoClip`]; sampled at `video_fps` frames per second.
             padding_side: several samples are padded into one batch, on the left by default (for generation).
         Returns:
             `input_ids`, `attention_mask`; for the full model with images `pixel_values`, `image_grid_thw`,
-            `image_merge_sizes`; with regions `region_pixel_values`, `region_grid_thw`, `region_masks`,
-            `region_mask_hw`, `region_boxes`, `region_image_sizes`.
+            `image_merge_sizes`, with videos `pixel_values_videos`, `video_grid_thw`, `video_merge_sizes`,
+            `video_compression_mask`; with regions `region_pixel_values`, `region_grid_thw`, `region_masks`,
+            `region_mask_hw`, `region_boxes`, `region_image_sizes` (Lite: also the `region_global_*`,
+            `region_local_*` context views and `region_view_ids`).
         """
         if text is None:
             raise ValueError("PixelReferProcessor needs `text` with one <region> per region.")
         texts = [text] if isinstance(text, str) else list(text)
         batch_images = _per_sample(images, len(texts), "images")
         batch_regions = _per_sample(regions, len(texts), "regions")
+        batch_videos = self._videos_per_sample(videos, len(texts))
         rgb_images = [[_to_rgb_array(im, i) for im in ims] for i, ims in enumerate(batch_images)]
 
         prompts, crops = [], []
         image_features: dict[str, list] = {"pixel_values": [], "image_grid_thw": [], "image_merge_sizes": []}
+        video_features: dict[str, list] = {key: [] for key in VIDEO_KEYS}
         region_features: dict[str, list] = {key: [] for key in REGION_PATCH_KEYS}
         view_ids: list[int] = []
-        for index, (prompt, sample_images, sample_regions) in enumerate(zip(texts, rgb_images, batch_regions)):
-            sample_crops, image_ids = self._sample_crops(index, prompt, sample_images, sample_regions)
+        for index, (prompt, sample_images, sample_regions, video) in enumerate(
+            zip(texts, rgb_images, batch_regions, batch_videos)
+        ):
+            num_placeholders = prompt.count(REGION_PLACEHOLDER)
+            if num_placeholders != len(sample_regions):
+                raise ValueError(
+                    f"sample {index}: the text has {num_placeholders} {REGION_PLACEHOLDER} placeholder(s) but "
+                    f"{len(sample_regions)} region(s) were given; pass exactly one region per {REGION_PLACEHOLDER}, "
+                    "in order."
+                )
+            clip = None
+            if video is not None:
+                if sample_images:
+                    raise ValueError(
+                        f"sample {index}: a sample holds one video or images, not both; split it into two samples."
+                    )
+                clip, sample_images, sample_regions, groups = self._video_regions(index, video, sample_regions)
+            else:
+                groups = [[(i, None)] for i in range(len(sample_regions))]
+            sample_crops, image_ids = self._sample_crops(index, sample_images, sample_regions)
             crops.extend(sample_crops)
-            for crop in sample_crops:
-                prompt = prompt.replace(REGION_PLACEHOLDER, "[" + REGION_TOKEN * crop.num_tokens + "]", 1)
+            for group in groups:
+                pieces = [
+                    ("" if time is None else f"Time {round(time, 1)}:") + REGION_TOKEN * sample_crops[i].num_tokens
+                    for i, time in group
+                ]
+                prompt = prompt.replace(REGION_PLACEHOLDER, "[" + ",".join(pieces) + "]", 1)
             if sample_crops:
-                groups = {"region": [c.image for c in sample_crops]}
+                patch_groups = {"region": [c.image for c in sample_crops]}
                 if self.object_only:
-                    groups["region_global"], groups["region_local"] = self._context_views(
+                    patch_groups["region_global"], patch_groups["region_local"] = self._context_views(
                         sample_images, sample_crops, image_ids, view_ids
                     )
-                for group, group_images in groups.items():
+                for group, group_images in patch_groups.items():
                     # The original divides the pixel budget by the number of regions of the sample, for every group.
                     patches = self._patchify(group_images, budget_divisor=len(sample_crops))
                     region_features[f"{group}_pixel_values"].append(patches["pixel_values"])
                     region_features[f"{group}_grid_thw"].append(patches["image_grid_thw"])
             if self.object_only:
-                prompt = prompt.replace(IMAGE_TOKEN + "\n", "").replace(IMAGE_TOKEN, "")
+                for placeholder in (IMAGE_TOKEN, VIDEO_PLACEHOLDER):
+                    prompt = prompt.replace(placeholder + "\n", "").replace(placeholder, "")
+            elif clip is not None:
+                prompt = self._expand_video(index, prompt, clip, video_features)
             else:
                 prompt = self._expand_images(index, prompt, sample_images, image_features)
             prompts.append(prompt)
@@ -226,8 +278,9 @@ class PixelReferProcessor(ProcessorMixin):
             prompts, padding=True, padding_side=padding_side, return_tensors="pt", add_special_tokens=False, **kwargs
         )
         data = dict(text_inputs)
-        if image_features["pixel_values"]:
-            data.update({key: torch.cat(value) for key, value in image_features.items()})
+        for features in (image_features, video_features):
+            if features[next(iter(features))]:
+                data.update({key: torch.cat(value) for key, value in features.items()})
         if crops:
             data.update({key: torch.cat(value) for key, value in region_features.items() if value})
             data.update(self._region_tensors(crops))
@@ -235,16 +288,125 @@ class PixelReferProcessor(ProcessorMixin):
                 data["region_view_ids"] = torch.tensor(view_ids, dtype=torch.long)
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def _sample_crops(
-        self, index: int, prompt: str, images: list[np.ndarray], regions: list
-    ) -> tuple[list[ObjectCrop], list[int]]:
-        """The crops of one sample's regions and, for each, the index of its image in the sample."""
-        num_placeholders = prompt.count(REGION_PLACEHOLDER)
-        if num_placeholders != len(regions):
+    @staticmethod
+    def _videos_per_sample(videos: Any, batch_size: int) -> list:
+        if videos is None:
+            return [None] * batch_size
+        if batch_size == 1 and not (isinstance(videos, list) and len(videos) == 1):
+            return [videos]
+        if not isinstance(videos, list) or len(videos) != batch_size:
             raise ValueError(
-                f"sample {index}: the text has {num_placeholders} {REGION_PLACEHOLDER} placeholder(s) but "
-                f"{len(regions)} region(s) were given; pass exactly one region per {REGION_PLACEHOLDER}, in order."
+                f"Got {batch_size} texts; pass videos=[...] with one video (or None) for each text."
             )
+        return videos
+
+    def _video_regions(
+        self, index: int, video: Any, regions: list
+    ) -> tuple[VideoClip, list[np.ndarray], list[dict], list[list[tuple[int, float | None]]]]:
+        """Loads a sample's video and turns its regions into per-frame regions.
+
+        The full model takes one frame per object (the frame the object is drawn on; the first one of a masklet);
+        Lite takes every annotated frame of a masklet and writes each frame's timestamp into the prompt. Returns the
+        clip, the frames the regions are on, one region per (object, frame) with its `image_index`, and for each
+        object the (region, timestamp) pairs of its `<region>` placeholder.
+        """
+        masklets = [self._masklet(index, region_index, region) for region_index, region in enumerate(regions)]
+        if not self.object_only:
+            for region_index, masklet in enumerate(masklets):
+                if len(masklet) > 1:
+                    logger.warning(
+                        "sample %d, region %d: the full model takes one frame per object; using frame %d of the "
+                        "masklet's %d frames.", index, region_index, min(masklet), len(masklet)
+                    )
+            masklets = [{min(m): m[min(m)]} for m in masklets]
+        annotated = sorted({frame for masklet in masklets for frame in masklet})
+        clip = self._load_clip(index, video, annotated)
+        try:
+            frames = [clip.frame(frame) for frame in annotated]
+        except KeyError as error:
+            raise ValueError(
+                f"sample {index}: regions are drawn on frames {annotated}, but {error.args[0]}; pass masks for the "
+                "sampled frames, or the video itself so that the processor can decode those frames."
+            ) from None
+        flat, groups = [], []
+        for masklet in masklets:
+            group = []
+            for frame in sorted(masklet):
+                group.append((len(flat), frame / clip.fps if self.object_only else None))
+                flat.append(self._with_image_index(masklet[frame], annotated.index(frame)))
+            groups.append(group)
+        return clip, frames, flat, groups
+
+    @staticmethod
+    def _masklet(index: int, region_index: int, region: Any) -> dict[int, Any]:
+        """A video region as {source frame index: region form}."""
+        if isinstance(region, dict) and "masklet" in region:
+            masklet = region["masklet"]
+            if not isinstance(masklet, dict) or not masklet:
+                raise ValueError(
+                    f"sample {index}, region {region_index}: a masklet is a non-empty dict "
+                    "{frame_index: mask | {'box': ...} | ...}."
+                )
+            return {int(frame): form for frame, form in masklet.items()}
+        if isinstance(region, dict) and "frame" in region:
+            return {int(region["frame"]): {k: v for k, v in region.items() if k != "frame"}}
+        raise ValueError(
+            f"sample {index}, region {region_index}: a region of a video must say which frame it is drawn on, "
+            '{"frame": k, "mask": ...}, or be a masklet {"masklet": {k: mask, ...}} (k: frame of the source video).'
+        )
+
+    @staticmethod
+    def _with_image_index(form: Any, image_index: int) -> dict:
+        if isinstance(form, dict):
+            return {**{k: v for k, v in form.items() if k != "type"}, "image_index": image_index}
+        return {"mask": form, "image_index": image_index}
+
+    def _load_clip(self, index: int, video: Any, annotated: list[int]) -> VideoClip:
+        if isinstance(video, VideoClip):
+            return video
+        try:
+            if self.object_only:
+                return load_video(video, frame_indices=annotated)
+            return load_video(video, fps=self.video_fps, max_frames=self.video_max_frames, extra_frames=annotated)
+        except ValueError as error:
+            raise ValueError(f"sample {index}: {error}") from error
+
+    def _expand_video(self, index: int, prompt: str, clip: VideoClip, video_features: dict[str, list]) -> str:
+        """Patches of the sampled frames and the prompt's `<video>` expanded into per-frame timestamps and tokens."""
+        if prompt.count(VIDEO_PLACEHOLDER) != 1:
+            raise ValueError(
+                f"sample {index}: the text has {prompt.count(VIDEO_PLACEHOLDER)} {VIDEO_PLACEHOLDER} placeholders "
+                f"for one video; put exactly one {VIDEO_PLACEHOLDER} in the text (apply_chat_template does this)."
+            )
+        merge = 2
+        size = dict(self.image_processor.size)
+        size["longest_edge"] = size["longest_edge"] * merge**2 // len(clip.frames)
+        patches = self.image_processor(images=list(clip.frames), size=size, merge_size=merge, return_tensors="pt")
+        grids = patches["image_grid_thw"]
+        num_frames, height, width = len(clip.frames), int(grids[0, 1]), int(grids[0, 2])
+        keep = self._compression_mask(patches["pixel_values"], num_frames, merge)
+        video_features["pixel_values_videos"].append(patches["pixel_values"])
+        video_features["video_grid_thw"].append(torch.tensor([[num_frames, height, width]]))
+        video_features["video_merge_sizes"].append(torch.tensor([merge]))
+        video_features["video_compression_mask"].append(keep.flatten())
+        frames_text = ",".join(
+            f"Time {round(t, 1)}s:" + VIDEO_TOKEN * int(n) for t, n in zip(clip.timestamps, keep.sum(-1))
+        )
+        return prompt.replace(VIDEO_PLACEHOLDER, frames_text, 1)
+
+    def _compression_mask(self, pixel_values: torch.Tensor, num_frames: int, merge: int) -> torch.BoolTensor:
+        """`(T, tokens per frame)` True for the video tokens kept: the original drops a merged token whose pixels
+        differ from the previous frame's by at most 0.1 grey levels on average; a frame keeps at least its first."""
+        tokens = pixel_values.view(num_frames, -1, merge**2 * pixel_values.shape[-1])
+        keep = torch.ones(tokens.shape[:2], dtype=torch.bool)
+        if self.use_token_compression and num_frames > 1:
+            difference = (tokens[1:] - tokens[:-1]).abs().mean(-1) * 255
+            keep[1:] = difference > 0.1
+            keep[keep.sum(-1) == 0, 0] = True
+        return keep
+
+    def _sample_crops(self, index: int, images: list[np.ndarray], regions: list) -> tuple[list[ObjectCrop], list[int]]:
+        """The crops of one sample's regions and, for each, the index of its image in the sample."""
         if regions and not images:
             raise ValueError(
                 f"sample {index}, region 0: regions need an image to point into; pass images=... for this sample."
@@ -334,13 +496,17 @@ class PixelReferProcessor(ProcessorMixin):
         """Renders chat messages; with `tokenize=True` also processes their images and regions.
 
         Content items: `{"type": "text", "text": ...}`, `{"type": "image", "image": PIL | array | path | url}`
-        (also `"path"`/`"url"`), and `{"type": "region", "mask" | "box" | "rle" | "polygon": ...}` (plus
-        `"image_index"` when the sample has several images).
+        (also `"path"`/`"url"`), `{"type": "video", "video": path | frames | VideoClip}` (at most one per
+        conversation), and `{"type": "region", "mask" | "box" | "rle" | "polygon": ...}` (plus `"image_index"` when
+        the sample has several images, `"frame"` or `"masklet"` for a video).
         """
         conversations = [conversation] if isinstance(conversation[0], dict) else conversation
-        prompts, batch_images, batch_regions = [], [], []
+        prompts, batch_images, batch_regions, batch_videos = [], [], [], []
         for conv in conversations:
-            rendered, images, regions = self._split_media(conv)
+            rendered, images, regions, videos = self._split_media(conv)
+            if len(videos) > 1:
+                raise ValueError("A conversation holds at most one video; split the others into their own samples.")
+            batch_videos.append(videos[0] if videos else None)
             prompts.append(
                 self.tokenizer.apply_chat_template(
                     rendered,
@@ -353,13 +519,17 @@ class PixelReferProcessor(ProcessorMixin):
             batch_regions.append(regions)
         if not tokenize:
             return prompts[0] if isinstance(conversation[0], dict) else prompts
-        out = self(text=prompts, images=batch_images, regions=batch_regions, return_tensors=return_tensors, **kwargs)
+        videos = batch_videos if any(v is not None for v in batch_videos) else None
+        out = self(
+            text=prompts, images=batch_images, regions=batch_regions, videos=videos, return_tensors=return_tensors,
+            **kwargs,
+        )
         return out if return_dict else out["input_ids"]
 
     @staticmethod
-    def _split_media(conversation: list[dict]) -> tuple[list[dict], list, list]:
-        """Messages with media replaced by typed markers, plus the images and regions in order."""
-        rendered, images, regions = [], [], []
+    def _split_media(conversation: list[dict]) -> tuple[list[dict], list, list, list]:
+        """Messages with media replaced by typed markers, plus the images, regions and videos in order."""
+        rendered, images, regions, videos = [], [], [], []
         for message in conversation:
             message = copy.copy(message)
             if isinstance(message.get("content"), list):
@@ -372,6 +542,12 @@ class PixelReferProcessor(ProcessorMixin):
                             raise ValueError('An image item needs "image", "path" or "url".')
                         images.append(source)
                         content.append({"type": "image", **({"time": item["time"]} if "time" in item else {})})
+                    elif kind == "video":
+                        source = next((item[k] for k in ("video", "path", "url") if k in item), None)
+                        if source is None:
+                            raise ValueError('A video item needs "video" (a path, frames or VideoClip) or "path".')
+                        videos.append(source)
+                        content.append({"type": "video"})
                     elif kind == "region":
                         regions.append({k: v for k, v in item.items() if k != "type"})
                         content.append({"type": "region"})
@@ -379,12 +555,12 @@ class PixelReferProcessor(ProcessorMixin):
                         content.append(item)
                     else:
                         raise TypeError(
-                            f"Unknown content type {kind!r}; use 'text', 'image' or 'region' "
+                            f"Unknown content type {kind!r}; use 'text', 'image', 'video' or 'region' "
                             f"(region keys: {', '.join(REGION_KEYS)})."
                         )
                 message["content"] = content
             rendered.append(message)
-        return rendered, images, regions
+        return rendered, images, regions, videos
 
     def post_process_image_text_to_text(self, generated_outputs, skip_special_tokens: bool = True, **kwargs):
         return self.tokenizer.batch_decode(generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs)
@@ -395,6 +571,7 @@ class PixelReferProcessor(ProcessorMixin):
             dict.fromkeys(
                 self.tokenizer.model_input_names
                 + self.image_processor.model_input_names
+                + list(VIDEO_KEYS)
                 + ["region_pixel_values", "region_grid_thw", "region_masks", "region_mask_hw", "region_boxes",
                    "region_image_sizes"]
             )

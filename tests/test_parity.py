@@ -1,5 +1,5 @@
-"""Parity of the image path of PixelRefer (full, Vision-Object) and PixelRefer-Lite (Object-Only) with the original
-release, stage by stage.
+"""Parity of PixelRefer (full, Vision-Object) and PixelRefer-Lite (Object-Only) with the original release, stage by
+stage, for images and videos (frame sampling, token compression, masks on unsampled frames, Lite masklets).
 
 Cases are discovered from the golden set in `$PIXELREFER_GOLDEN_DIR`. Tolerances (float32, CPU): preprocessing
 (crops, masks, context views, pixel values, ids, counts, boxes) exact; vision and object features <= 1e-5; k-means
@@ -19,14 +19,16 @@ import pixelrefer_hf  # noqa: F401
 from pixelrefer_hf.modeling.object_tokenizer import batched_kmeans, box_position_grid
 
 
-CASES = discover(modal="image")
+CASES = discover()
 FEATURE_ATOL = 1e-5
 KMEANS_ATOL = 1e-5
 OUTPUT_ATOL = 1e-4
 
 
-def test_golden_set_has_image_cases_of_both_variants():
-    assert {case.variant for case in CASES} == {"full", "lite"}, "the golden set lacks full or Lite image cases"
+def test_golden_set_has_cases_of_both_variants_and_modalities():
+    assert {(case.variant, case.modal) for case in CASES} == {
+        ("full", "image"), ("full", "video"), ("lite", "image"), ("lite", "video")
+    }
 
 
 @cache
@@ -43,8 +45,7 @@ def case(request):
 @pytest.fixture
 def model_and_inputs(case, converted):
     model, processor = _load(converted(case.checkpoint))
-    text = processor.apply_chat_template(case.messages(), add_generation_prompt=True)
-    inputs = processor(text=text, images=[case.image], regions=[list(case.arrays["masks"])])
+    inputs = processor.apply_chat_template(case.messages(), add_generation_prompt=True, tokenize=True, return_dict=True)
     init = torch.from_numpy(case.kmeans_init(model.config.mask_num))
     return model, processor, inputs, init
 
@@ -57,10 +58,20 @@ def assert_close(actual, expected, atol, what):
     assert err <= atol, f"{what}: max abs error {err:.3g} > {atol}"
 
 
+def region_images(case):
+    """The image (or video frame) each golden mask is drawn on."""
+    if case.modal == "image":
+        return [case.image] * case.num_regions
+    frame_ids = case.manifest["info"]["additional_frame_ids"]
+    return [case.clip.frame(frame_ids[i]) for i in case.arrays["mask_ids"]]
+
+
 def test_object_crops(case, model_and_inputs):
     _, processor, _, _ = model_and_inputs
     golden = case.arrays
-    crops = processor.object_crops(case.image, list(golden["masks"]))
+    crops = [
+        processor.object_crops(image, [mask])[0] for image, mask in zip(region_images(case), golden["masks"])
+    ]
     for i, crop in enumerate(crops):
         np.testing.assert_array_equal(crop.image, golden[f"crop_image_{i}"], err_msg=f"crop_image_{i}")
         np.testing.assert_array_equal(crop.mask, golden[f"crop_mask_{i}"], err_msg=f"crop_mask_{i}")
@@ -76,15 +87,29 @@ def lite_view_index(case):
 
 
 def test_processor_outputs(case, model_and_inputs):
-    _, _, inputs, _ = model_and_inputs
+    _, processor, inputs, _ = model_and_inputs
     golden = case.arrays
-    np.testing.assert_array_equal(inputs["input_ids"].numpy(), golden["input_ids"])
-    np.testing.assert_array_equal(inputs["attention_mask"].numpy(), golden["attention_mask"])
-    if case.variant == "full":
+    # Video frames use <|video_pad|> placeholders where the original uses <image>, and the original's ids are those
+    # before token compression: map and compress them to compare.
+    ids = inputs["input_ids"].clone()
+    ids[ids == processor.video_token_id] = processor.image_token_id
+    kept = golden.get("text_keep_mask", np.ones(golden["input_ids"].shape[1], dtype=bool))
+    np.testing.assert_array_equal(ids.numpy(), golden["input_ids"][:, kept])
+    np.testing.assert_array_equal(inputs["attention_mask"].numpy(), golden["attention_mask"][:, kept])
+    if case.variant == "full" and case.modal == "image":
         np.testing.assert_array_equal(inputs["pixel_values"].numpy(), golden["main_pixel_values_0"])
         np.testing.assert_array_equal(inputs["image_grid_thw"].numpy(), golden["main_grid_thw_0"])
+    elif case.variant == "full":
+        num_frames, height, width = inputs["video_grid_thw"][0].tolist()
+        frames = inputs["pixel_values_videos"].split(height * width)
+        assert num_frames == len(frames) == len(case.clip.frames)
+        for k, frame in enumerate(frames):
+            np.testing.assert_array_equal(frame.numpy(), golden[f"main_pixel_values_{k}"])
+            assert [1, height, width] == golden[f"main_grid_thw_{k}"][0].tolist()
+        image_positions = golden["input_ids"][0] == processor.image_token_id
+        np.testing.assert_array_equal(inputs["video_compression_mask"].numpy(), kept[image_positions])
     else:
-        assert "pixel_values" not in inputs
+        assert "pixel_values" not in inputs and "pixel_values_videos" not in inputs
         for view, name in (("global", "raw"), ("local", "local")):
             pixels = inputs[f"region_{view}_pixel_values"].split(inputs[f"region_{view}_grid_thw"].prod(-1).tolist())
             for i, source in enumerate(lite_view_index(case)):
@@ -110,8 +135,10 @@ def test_vision_and_object_tokens(case, model_and_inputs):
         for view in ("global", "local"):
             grid = inputs[f"region_{view}_grid_thw"]
             groups.append((inputs[f"region_{view}_pixel_values"], grid, ones_like_grid(grid)))
-    else:
+    elif case.modal == "image":
         groups.insert(0, (inputs["pixel_values"], inputs["image_grid_thw"], inputs["image_merge_sizes"]))
+    else:
+        groups.insert(0, (inputs["pixel_values_videos"], inputs["video_grid_thw"], inputs["video_merge_sizes"]))
     with torch.no_grad():
         features = inner.encode_vision(groups)
         if lite:
@@ -123,9 +150,11 @@ def test_vision_and_object_tokens(case, model_and_inputs):
                     actual = per_view[int(inputs["region_view_ids"][i])].view(expected.shape)
                     assert_close(actual, expected, FEATURE_ATOL, f"lite_{name}_features_grid_{source}")
         else:
-            image_features, crop_features = features
-            assert_close(image_features, golden["main_vision_features"], FEATURE_ATOL, "vision features")
-            assert_close(inner.projector(image_features), golden["mm_features_projected"], OUTPUT_ATOL, "projected")
+            media_features, crop_features = features
+            # Video features are compared after the 2x2 merge (the original's spatial_downsampling).
+            expected = golden.get("spatial_downsampling_out_0", golden["main_vision_features"])
+            assert_close(media_features, expected, FEATURE_ATOL, "vision features")
+            assert_close(inner.projector(media_features), golden["mm_features_projected"], OUTPUT_ATOL, "projected")
         grids = inputs["region_grid_thw"][:, 1:]
         for i, crop in enumerate(crop_features.split(grids.prod(-1).tolist())):
             expected = golden[f"crop_features_grid_{i}"]
