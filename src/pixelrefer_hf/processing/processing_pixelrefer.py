@@ -202,8 +202,9 @@ class PixelReferProcessor(ProcessorMixin):
             images: one image per sample, or one list of images per sample (PIL, uint8 array, path or URL).
             regions: one list of regions per sample, in the order of the `<region>` placeholders. A region of a sample
                 with several images names its image with `{"image_index": k, ...}`. A region of a video names the
-                frame it is drawn on, `{"frame": k, "mask": ...}`, or is a masklet `{"masklet": {k: mask, ...}}`;
-                `k` indexes the frames of the source video.
+                frame it is drawn on, `{"frame": k, "mask": ...}`, or is a masklet `{"masklet": {k: mask, ...}}`
+                (`"frame"` then names the key frame the full model uses; Lite uses every frame); `k` indexes the
+                frames of the source video.
             videos: one video per sample (or None for samples without): a path, file object, frame folder,
                 `(T, H, W, 3)` uint8 frames or a [`VideoClip`]; sampled at `video_fps` frames per second.
             padding_side: several samples are padded into one batch, on the left by default (for generation).
@@ -310,15 +311,19 @@ class PixelReferProcessor(ProcessorMixin):
         clip, the frames the regions are on, one region per (object, frame) with its `image_index`, and for each
         object the (region, timestamp) pairs of its `<region>` placeholder.
         """
-        masklets = [self._masklet(index, region_index, region) for region_index, region in enumerate(regions)]
+        masklets, key_frames = [], []
+        for region_index, region in enumerate(regions):
+            masklet, key_frame = self._masklet(index, region_index, region)
+            masklets.append(masklet)
+            key_frames.append(key_frame)
         if not self.object_only:
-            for region_index, masklet in enumerate(masklets):
-                if len(masklet) > 1:
+            for region_index, (masklet, key_frame) in enumerate(zip(masklets, key_frames)):
+                if key_frame is None and len(masklet) > 1:
                     logger.warning(
-                        "sample %d, region %d: the full model takes one frame per object; using frame %d of the "
-                        "masklet's %d frames.", index, region_index, min(masklet), len(masklet)
+                        "sample %d, region %d: the full model takes one frame per object; using the masklet's first "
+                        "frame %d (name another with {'masklet': ..., 'frame': k}).", index, region_index, min(masklet)
                     )
-            masklets = [{min(m): m[min(m)]} for m in masklets]
+            masklets = [{k: m[k]} for m, k in ((m, min(m) if k is None else k) for m, k in zip(masklets, key_frames))]
         annotated = sorted({frame for masklet in masklets for frame in masklet})
         clip = self._load_clip(index, video, annotated)
         try:
@@ -338,8 +343,8 @@ class PixelReferProcessor(ProcessorMixin):
         return clip, frames, flat, groups
 
     @staticmethod
-    def _masklet(index: int, region_index: int, region: Any) -> dict[int, Any]:
-        """A video region as {source frame index: region form}."""
+    def _masklet(index: int, region_index: int, region: Any) -> tuple[dict[int, Any], int | None]:
+        """A video region as {source frame index: region form}, and its key frame (the one the full model uses)."""
         if isinstance(region, dict) and "masklet" in region:
             masklet = region["masklet"]
             if not isinstance(masklet, dict) or not masklet:
@@ -347,9 +352,16 @@ class PixelReferProcessor(ProcessorMixin):
                     f"sample {index}, region {region_index}: a masklet is a non-empty dict "
                     "{frame_index: mask | {'box': ...} | ...}."
                 )
-            return {int(frame): form for frame, form in masklet.items()}
+            masklet = {int(frame): form for frame, form in masklet.items()}
+            key_frame = region.get("frame")
+            if key_frame is not None and int(key_frame) not in masklet:
+                raise ValueError(
+                    f"sample {index}, region {region_index}: key frame {key_frame} is not one of the masklet's "
+                    f"frames {sorted(masklet)}; name one of them."
+                )
+            return masklet, None if key_frame is None else int(key_frame)
         if isinstance(region, dict) and "frame" in region:
-            return {int(region["frame"]): {k: v for k, v in region.items() if k != "frame"}}
+            return {int(region["frame"]): {k: v for k, v in region.items() if k != "frame"}}, int(region["frame"])
         raise ValueError(
             f"sample {index}, region {region_index}: a region of a video must say which frame it is drawn on, "
             '{"frame": k, "mask": ...}, or be a masklet {"masklet": {k: mask, ...}} (k: frame of the source video).'
