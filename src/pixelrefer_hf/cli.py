@@ -1,4 +1,5 @@
-"""The `pixelrefer` command: ask about regions of an image (`describe`), convert original checkpoints (`convert`)."""
+"""The `pixelrefer` command: ask about regions of an image (`describe`), convert original checkpoints (`convert`),
+publish checkpoints on the Hub (`push`)."""
 
 import argparse
 import logging
@@ -9,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub.errors import HfHubHTTPError
 from PIL import Image, ImageOps
 from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin, set_seed
 from transformers.utils import logging as hf_logging
 
 from . import tiny_random
-from .conversion import ConversionReport, convert_checkpoint
+from .conversion import ConversionReport, PushReport, convert_checkpoint, push_checkpoint
+from .conversion.model_card import VARIANT_NAMES
 from .processing.processing_pixelrefer import REGION_PLACEHOLDER
 from .processing.regions import region_to_mask
 from .visualization import render_regions
@@ -175,6 +178,46 @@ def convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def push(args: argparse.Namespace) -> int:
+    """Pushes an original (converted on the fly) or converted checkpoint to the Hub and prints where it went."""
+    try:
+        report = push_checkpoint(
+            args.src,
+            args.repo_id,
+            base_model=args.base_model,
+            private=args.private or None,
+            revision=args.revision,
+            commit_message=args.commit_message,
+            exist_ok=args.exist_ok,
+            token=args.token,
+            max_shard_size=args.max_shard_size,
+            results=args.results,
+            progress=not args.progress_off,
+        )
+    except (FileNotFoundError, ValueError, HfHubHTTPError) as error:
+        raise CommandError(str(error).strip()) from error
+    print(_push_summary(args.src, report))
+    return 0
+
+
+def _push_summary(src: Path, report: PushReport) -> str:
+    how = "converted on the fly" if report.source_kind == "original" else "already converted"
+    load = f'AutoModelForImageTextToText.from_pretrained("{report.repo_id}") after `import pixelrefer_hf`'
+    return "\n".join(
+        [
+            f"Pushed {src} ({how}) -> {report.repo_id}@{report.revision}",
+            f"variant: {report.variant} ({VARIANT_NAMES[report.variant]})",
+            f"repo: {'created' if report.created_repo else 'existing'}",
+            f"commit: {report.commit_url}",
+            f"files: {len(report.files)} ({report.num_shards} weight shard(s)): {', '.join(report.files)}",
+            "",
+            "Next:",
+            f'  pixelrefer describe --model {report.repo_id} --box x0,y0,x1,y1 "{EXAMPLE_QUESTION}"',
+            f"  or in Python: {load}",
+        ]
+    )
+
+
 def _conversion_summary(src: Path, report: ConversionReport) -> str:
     name = "PixelRefer" if report.variant == "full" else "PixelRefer-Lite"
     dst = report.output_dir
@@ -255,6 +298,55 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--dtype", choices=sorted(DTYPES), help="weight dtype (default: the original's)")
     conv.add_argument("--no-progress", dest="progress_off", action="store_true", help="hide progress bars")
     conv.set_defaults(handler=convert)
+
+    publish = commands.add_parser(
+        "push",
+        help="push an original or converted checkpoint to the Hugging Face Hub, with a model card",
+        description=(
+            "Push a PixelRefer / PixelRefer-Lite checkpoint to the Hub in one commit: safetensors weights, config, "
+            "generation config, processor files with the chat template and a generated model card. An original "
+            "release folder is converted first. Nothing is created when a check fails."
+        ),
+    )
+    publish.add_argument(
+        "src", type=Path, help="original release folder (converted on the fly) or a folder from `pixelrefer convert`"
+    )
+    publish.add_argument("repo_id", help="target model repo, namespace/name")
+    publish.add_argument(
+        "--base-model",
+        required=True,
+        metavar="ORIGINAL_REPO_ID",
+        help="Hub id of the original release the checkpoint comes from, e.g. Alibaba-DAMO-Academy/PixelRefer-2B "
+        "(model card metadata; required: it cannot be told from the weights)",
+    )
+    publish.add_argument("--private", action="store_true", help="create the repo private (ignored if it exists)")
+    publish.add_argument(
+        "--revision", metavar="BRANCH", help="branch to commit to, created when missing (default: main)"
+    )
+    publish.add_argument(
+        "--commit-message", help="commit message (default: Upload <variant> converted from <base model>)"
+    )
+    publish.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="add a commit to an existing repo (default: an existing repo is an error)",
+    )
+    publish.add_argument("--token", help="Hub token with write access (default: HF_TOKEN or the saved login)")
+    publish.add_argument(
+        "--max-shard-size",
+        default="5GB",
+        metavar="SIZE",
+        help="re-save weights in shards of at most SIZE when a weight file is larger (default: 5GB)",
+    )
+    publish.add_argument(
+        "--results",
+        type=Path,
+        metavar="RESULTS.md",
+        help="benchmark results for the model card's Lite/full figures (default: benchmarks/RESULTS.md of the "
+        "source checkout; the card says they are pending when there is none)",
+    )
+    publish.add_argument("--no-progress", dest="progress_off", action="store_true", help="hide progress bars")
+    publish.set_defaults(handler=push)
     return parser
 
 

@@ -179,6 +179,7 @@ def build_processor(src: Path, original: dict, config: PixelReferConfig) -> Pixe
         mask_num=config.mask_num,
         object_only=config.object_only,
         max_object_patches=50 if config.object_only else 100,
+        use_token_compression=config.use_token_compression,
     )
 
 
