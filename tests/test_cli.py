@@ -1,6 +1,7 @@
 """The `pixelrefer` command, run in-process on the tiny random model and the golden checkpoint (offline, CPU)."""
 
 import functools
+from importlib.resources import files
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from pixelrefer_hf.processing.processing_pixelrefer import REGION_PLACEHOLDER
 WTC_BOX = [425, 20, 472, 225]
 TOWER_BOX = [405, 215, 492, 385]
 CHECKPOINT = GOLDEN_DIR / "checkpoints" / "pixelrefer_tiny"
+CLIP = str(files("pixelrefer_hf") / "assets" / "dog_and_laptop.mp4")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -93,7 +95,7 @@ def test_describe_mask_and_box_with_visualization(capsys, tmp_path, cached_tiny_
 
 def test_question_without_placeholders_is_prefixed(image):
     regions = [{"box": WTC_BOX}, {"box": TOWER_BOX}]
-    (message,) = cli.build_messages(image, "Compare them.", regions)
+    (message,) = cli.build_messages({"type": "image", "image": image}, "Compare them.", regions)
     kinds = [item["type"] for item in message["content"]]
     assert kinds == ["image", "region", "text", "region", "text"]
     assert [item["text"] for item in message["content"] if item["type"] == "text"] == [" ", "\nCompare them."]
@@ -108,6 +110,10 @@ def test_question_without_placeholders_is_prefixed(image):
         (["What is this?"], "no region given"),
         (["--box", "1,2,3", "What is <region>?"], "x0,y0,x1,y1"),
         (["--image", "missing.jpg", "--box", "1,2,3,4", "What is <region>?"], "cannot read image"),
+        (["--video", "missing.mp4", "--box", "1,2,3,4", "What is <region>?"], "missing.mp4"),
+        (["--video", CLIP, "--frame", "150", "--box", "1,2,3,4", "What is <region>?"], "[150] are outside"),
+        (["--video", CLIP, "--image", "x.jpg", "--box", "1,2,3,4", "What is <region>?"], "not both"),
+        (["--point", "1,2,3", "What is <region>?"], "x,y"),
     ],
 )
 def test_describe_errors(capsys, args, message):
@@ -140,3 +146,23 @@ def test_convert_folder_without_config(capsys, tmp_path):
     assert code == 2
     assert err.startswith("error:") and "config.json" in err
     assert out == ""
+
+
+def test_describe_video_propagates_the_prompt_frame(capsys, tmp_path):
+    vis = tmp_path / "video.png"
+    argv = ["--video", CLIP, "--frame", "20", "--box", "420,0,940,560", "--max-new-tokens", "2", "--save-vis", str(vis)]
+    code, out, err = run(capsys, "describe", *argv, "What does <region> do?")
+    assert code == 0, err
+    assert "tiny SAM2 with RANDOM weights" in err
+    assert "Crops on frame 20" in out and "masklet frames" in out
+    (row,) = region_rows(out, 1)
+    assert "20" in row[-1].split(",")
+    assert set(int(k) for k in row[-1].split(",")) <= {14, 20, 43, 72, 101, 130}
+    with Image.open(vis) as picture:
+        assert picture.width > 1280
+
+
+def test_describe_point_on_an_image(capsys):
+    code, out, err = run(capsys, "describe", "--point", "448,120", "--max-new-tokens", "2", "What is <region>?")
+    assert code == 0, err
+    assert len(region_rows(out, 1)) == 1

@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -148,7 +149,7 @@ def test_model_card(hub, pushed, converted, variant):
     assert f"| object tokens per region | {tokens} |" in text
     assert f"| image tokens reach the LLM | {image_tokens} |" in text
     assert f'from_pretrained("{report.repo_id}"' in text and '{"type": "region", "box": [' in text
-    assert '{"type": "video", "video": "dog.mp4"}' in text and "not implemented" in text
+    assert '{"type": "video", "video": video}' in text and '"frame": 0' in text and "propagate_in_clip" in text
     assert "eprint        = {2510.23603}" in text and "Yuqian Yuan and Wenqiao Zhang and Xin Li" in text
     ModelCard(text).validate()  # against the test Hub's /api/validate-yaml
 
@@ -160,10 +161,13 @@ def test_invalid_card_fails_validation(hub):
     assert response.status_code == 400 and "invalid YAML" in response.json()["errors"][0]["message"]
 
 
-def test_card_image_snippet_runs_against_the_hub(hub, pushed, capsys):
+@pytest.mark.parametrize("section", ["Images", "Videos"])
+def test_card_snippets_run_against_the_hub(hub, pushed, capsys, section):
     repo_id = pushed["full"].repo_id
     text = hub.files(repo_id)["README.md"].decode()
-    snippet = re.search(r"### Images\n\n```python\n(.*?)```", text, re.S).group(1)
+    snippet = re.search(rf"### {section}\n\n```python\n(.*?)```", text, re.S).group(1)
+    # The video snippet's placeholder file becomes the clip shipped with the package (1280x720).
+    snippet = snippet.replace('"video.mp4"', repr(str(files("pixelrefer_hf") / "assets" / "dog_and_laptop.mp4")))
     namespace = {}
     exec(compile(snippet, "model card snippet", "exec"), namespace)
     assert namespace["model"].name_or_path == repo_id

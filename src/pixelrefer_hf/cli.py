@@ -19,7 +19,9 @@ from . import tiny_random
 from .conversion import ConversionReport, PushReport, convert_checkpoint, push_checkpoint
 from .conversion.model_card import VARIANT_NAMES
 from .processing.processing_pixelrefer import REGION_PLACEHOLDER
+from .processing.masklets import MaskletPropagator, propagate_in_clip
 from .processing.regions import region_to_mask
+from .processing.video import load_video
 from .visualization import render_regions
 
 
@@ -52,6 +54,17 @@ def parse_box(text: str) -> dict[str, list[float]]:
     return {"box": [int(v) if v.is_integer() else v for v in values]}
 
 
+def parse_point(text: str) -> dict[str, list[list[float]]]:
+    """`"x,y"` (pixels) -> `{"points": [[x, y]]}`: one object marked by one point, segmented with SAM2."""
+    try:
+        values = [float(value) for value in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"point {text!r} is not x,y (2 comma-separated numbers, in pixels)")
+    return {"points": [values]}
+
+
 def read_mask(path: str) -> dict[str, np.ndarray]:
     """A mask PNG read as grayscale, nonzero = object -> `{"mask": (H, W) uint8 array}`."""
     try:
@@ -62,8 +75,8 @@ def read_mask(path: str) -> dict[str, np.ndarray]:
     return {"mask": (gray > 0).astype(np.uint8)}
 
 
-def build_messages(image: Image.Image, question: str, regions: Sequence[dict]) -> list[dict]:
-    """One user message: the image, then the question with each `<region>` replaced by its region item.
+def build_messages(media: dict, question: str, regions: Sequence[dict]) -> list[dict]:
+    """One user message: the image or video item, then the question with each `<region>` replaced by its region.
 
     A question without `<region>` is prefixed with one per region.
     """
@@ -73,11 +86,11 @@ def build_messages(image: Image.Image, question: str, regions: Sequence[dict]) -
     elif count != len(regions):
         raise CommandError(
             f"the question has {count} {REGION_PLACEHOLDER} placeholder(s) but {len(regions)} region(s) were given "
-            f"with --box/--mask; put one {REGION_PLACEHOLDER} per region in the question, in order (or none, to "
+            f"with --box/--mask/--point; put one {REGION_PLACEHOLDER} per region in the question, in order (or none, to "
             "have them put in front)"
         )
     pieces = question.split(REGION_PLACEHOLDER)
-    content: list[dict] = [{"type": "image", "image": image}]
+    content: list[dict] = [media]
     for piece, region in zip(pieces, regions):
         if piece:
             content.append({"type": "text", "text": piece})
@@ -110,26 +123,68 @@ def load_model(name: str, seed: int, device: str) -> tuple[PreTrainedModel, Proc
     return model.to(device).eval(), processor
 
 
-def describe(args: argparse.Namespace) -> int:
-    """Answers a question about regions of an image and prints how each region was tokenized."""
-    if not args.regions:
-        raise CommandError("no region given; point at an object with --box x0,y0,x1,y1 or --mask PNG (repeatable)")
+def load_segmenter(name: str, seed: int, device: str) -> MaskletPropagator:
+    """SAM2 for point prompts and video masklets: `tiny-random`, or a SAM2 checkpoint id or folder."""
+    if name == tiny_random.TINY_MODEL_NAME:
+        logger.warning("--sam2 %s is a tiny SAM2 with RANDOM weights: its masks are meaningless.", name)
+        return tiny_random.build_tiny_sam2(seed)
+    try:
+        return MaskletPropagator.from_pretrained(name, device=device)
+    except OSError as error:
+        raise CommandError(f"cannot load SAM2 {name!r} ({error}); pass a SAM2 checkpoint id or folder") from error
+
+
+def _prepare_image(args: argparse.Namespace) -> tuple[dict, list[dict], np.ndarray, list[dict]]:
+    """The image item, the regions (points segmented with SAM2), the image and the regions as drawn on it."""
     try:
         image = load_image(args.image)
     except OSError as error:
         raise CommandError(f"cannot read image {args.image!r}: {error}") from error
-    messages = build_messages(image, args.question, args.regions)
+    frame = np.asarray(image)
+    regions = list(args.regions)
+    pointed = [i for i, region in enumerate(regions) if "points" in region]
+    if pointed:
+        segmenter = load_segmenter(args.sam2, args.seed, args.device)
+        masklets = segmenter.propagate(frame[None], [regions[i] for i in pointed], progress=False)
+        for i, masklet in zip(pointed, masklets):
+            regions[i] = {"mask": masklet[0]}
+    return {"type": "image", "image": image}, regions, frame, regions
+
+
+def _prepare_video(args: argparse.Namespace) -> tuple[dict, list[dict], np.ndarray, list[dict]]:
+    """The video item, masklets propagated from the prompts on `--frame`, that frame and the prompts' masks on it."""
     try:
-        masks = [
-            region_to_mask(region, (image.height, image.width), region_index=index)
-            for index, region in enumerate(args.regions)
-        ]
+        clip = load_video(args.video, fps=args.fps, extra_frames=[args.frame])
+    except (ValueError, OSError) as error:
+        raise CommandError(str(error)) from error
+    segmenter = load_segmenter(args.sam2, args.seed, args.device)
+    try:
+        regions = propagate_in_clip(segmenter, clip, args.regions, args.frame)
     except (ValueError, TypeError) as error:
         raise CommandError(str(error)) from error
+    on_frame = [{"mask": region["masklet"][args.frame]} for region in regions]
+    return {"type": "video", "video": clip}, regions, clip.frame(args.frame), on_frame
+
+
+def describe(args: argparse.Namespace) -> int:
+    """Answers a question about regions of an image or a video and prints how each region was tokenized."""
+    if not args.regions:
+        raise CommandError(
+            "no region given; point at an object with --box x0,y0,x1,y1, --mask PNG or --point x,y (repeatable)"
+        )
+    if args.video is not None and args.image is not None:
+        raise CommandError("pass --image or --video, not both")
     set_seed(args.seed)
+    prepare = _prepare_video if args.video is not None else _prepare_image
+    media, regions, frame, on_frame = prepare(args)
+    messages = build_messages(media, args.question, regions)
+    try:
+        masks = [region_to_mask(region, frame.shape[:2], region_index=i) for i, region in enumerate(on_frame)]
+    except (ValueError, TypeError) as error:
+        raise CommandError(str(error)) from error
     model, processor = load_model(args.model, args.seed, args.device)
     try:
-        crops = processor.object_crops(image, args.regions)
+        crops = processor.object_crops(frame, on_frame)
         inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
     except ValueError as error:
         raise CommandError(str(error)) from error
@@ -142,22 +197,28 @@ def describe(args: argparse.Namespace) -> int:
         answer = f"(no visible text: the {len(new_tokens)} new tokens are whitespace or special tokens)"
     print(f"Answer: {answer}")
     print()
+    header = ["region", "crop box x0,y0,x1,y1", "crop WxH", "scale", "tokens", "grid HxW"]
     rows = [
-        (
+        [
             str(index),
             ",".join(str(v) for v in crop.box),
             f"{crop.image.shape[1]}x{crop.image.shape[0]}",
             f"{crop.scale:.2f}",
             str(crop.num_tokens),
             "x".join(str(v) for v in crop.mask.shape),
-        )
+        ]
         for index, crop in enumerate(crops)
     ]
-    print(_table(("region", "crop box x0,y0,x1,y1", "crop WxH", "scale", "tokens", "grid HxW"), rows))
+    if args.video is not None:
+        header.append("masklet frames")
+        for row, region in zip(rows, regions):
+            row.append(",".join(str(k) for k in region["masklet"]))
+        print(f"Crops on frame {args.frame}; Lite reads the object on every masklet frame, the full model on this one.")
+    print(_table(header, rows))
 
     if args.save_vis is not None:
         args.save_vis.parent.mkdir(parents=True, exist_ok=True)
-        render_regions(image, masks, crops).save(args.save_vis)
+        render_regions(Image.fromarray(frame), masks, crops).save(args.save_vis)
         print(f"\nSaved the visualization to {args.save_vis}")
     return 0
 
@@ -252,11 +313,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     ask = commands.add_parser(
         "describe",
-        help="ask a question about regions of an image",
-        description="Ask about regions of an image; each <region> in the question is one --box or --mask, in order.",
+        help="ask a question about regions of an image or a video",
+        description="Ask about regions of an image or a video; each <region> in the question is one --box, --mask or "
+        "--point, in order (on --frame of a --video, propagated to the other frames with SAM2).",
     )
     ask.add_argument("question", help=f"the question, with one {REGION_PLACEHOLDER} per region (or none)")
     ask.add_argument("--image", help="image file (default: a photo of the Brooklyn Bridge shipped with the package)")
+    ask.add_argument(
+        "--video",
+        help="video file or frame folder; the regions are prompts on --frame, propagated with SAM2 into masklets",
+    )
+    ask.add_argument("--frame", type=int, default=0, help="video frame the regions are drawn on (default: 0)")
+    ask.add_argument("--fps", type=float, default=1.0, help="video frames sampled per second (default: 1)")
+    ask.add_argument(
+        "--sam2",
+        default=tiny_random.TINY_MODEL_NAME,
+        help="SAM2 checkpoint id or folder for --point and --video, e.g. facebook/sam2.1-hiera-tiny "
+        f"(default: {tiny_random.TINY_MODEL_NAME}, random weights)",
+    )
     ask.add_argument(
         "--box",
         dest="regions",
@@ -272,6 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=read_mask,
         metavar="PNG",
         help="a region as a mask PNG of the image's size (nonzero = object); repeatable",
+    )
+    ask.add_argument(
+        "--point",
+        dest="regions",
+        action="append",
+        type=parse_point,
+        metavar="X,Y",
+        help="a region as one point on the object, segmented with SAM2 (--sam2); repeatable",
     )
     ask.add_argument(
         "--model",

@@ -52,19 +52,17 @@ print(processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_spec
 ''')
 
 VIDEO_SNIPPET = Template('''\
-import numpy as np
-import pixelrefer_hf
+import pixelrefer_hf  # registers PixelRefer with the Auto classes
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 processor = AutoProcessor.from_pretrained("$repo_id")
 model = AutoModelForImageTextToText.from_pretrained("$repo_id", dtype="auto", device_map="auto")
 
-# A masklet: one (H, W) mask of the object per sampled frame, keyed by frame index.
-masklet = {0: np.load("dog_frame0.npy"), 8: np.load("dog_frame8.npy")}
+video = "video.mp4"  # your video: a file, a folder of frames or (T, H, W, 3) uint8 frames; 1 frame per second is sampled
 messages = [{"role": "user", "content": [
-    {"type": "video", "video": "dog.mp4"},
+    {"type": "video", "video": video},
     {"type": "text", "text": "What does "},
-    {"type": "region", "masklet": masklet},
+    {"type": "region", "frame": 0, "box": [200, 120, 360, 400]},  # the object on frame 0 of the video
     {"type": "text", "text": " do in this video?"},
 ]}]
 inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
@@ -169,14 +167,18 @@ classes (no `trust_remote_code`).
 {IMAGE_SNIPPET.substitute(repo_id=repo_id).strip()}
 ```
 
-### Videos (planned)
-
-Video input is not implemented in pixelrefer-hf yet; this is the planned API (a `video` item, regions as masklets)
-and does not run today.
+### Videos
 
 ```python
 {VIDEO_SNIPPET.substitute(repo_id=repo_id).strip()}
 ```
+
+A region of a video is drawn on one frame (`"frame"`, an index into the source video), or is a masklet
+`{{"masklet": {{frame: mask, ...}}}}`; SAM2 makes one from a single box with
+`pixelrefer_hf.processing.masklets.propagate_in_clip(MaskletPropagator.from_pretrained("facebook/sam2.1-hiera-tiny"),
+load_video("video.mp4", extra_frames=[0]), [{{"box": [...]}}], prompt_frame=0)`. PixelRefer reads the sampled frames
+as video tokens and the object on its frame; PixelRefer-Lite reads the object on every frame of its masklet, each
+with its timestamp.
 
 ## Lite vs. full
 

@@ -482,7 +482,8 @@ def propagate_in_clip(
     Propagates `prompts` (one per object, as `MaskletPropagator.propagate` takes them) given on source frame
     `prompt_frame` through the clip's sampled frames (and the prompt frame, which need not be sampled; load the clip
     with `extra_frames=[prompt_frame]`). Frames where an object is not found (empty mask) are left out of its
-    masklet; on the prompt frame an empty prediction falls back to the prompt itself (mask or box).
+    masklet; on the prompt frame an empty prediction falls back to the prompt itself (mask, box, or squares around
+    the points).
 
     Returns:
         One `{"masklet": {source frame index: (H, W) mask}, "frame": prompt_frame}` per object: Lite uses every
@@ -503,12 +504,18 @@ def propagate_in_clip(
     return regions
 
 
-def _prompt_as_mask(index: int, prompt: dict, size: tuple[int, int]) -> np.ndarray:
-    """The object's mask on its prompt frame when the model finds nothing there: the prompt mask or box itself."""
+def _prompt_as_mask(index: int, prompt: dict, size: tuple[int, int], point_radius: int = 14) -> np.ndarray:
+    """The object's mask on its prompt frame when the model finds nothing there: the prompt mask or box itself, or
+    squares of `2 * point_radius` pixels around the positive points."""
     if "mask" in prompt or "box" in prompt:
         key = "mask" if "mask" in prompt else "box"
         return region_to_mask({key: prompt[key]}, size, region_index=index)
-    raise ValueError(
-        f"object {index}: the segmenter found nothing at the points on the prompt frame; give a box or a mask, or "
-        "other points."
-    )
+    points = np.asarray(prompt["points"], dtype=float).reshape(-1, 2)
+    labels = np.asarray(prompt.get("labels", [1] * len(points))).reshape(-1)
+    mask = np.zeros(size, dtype=np.uint8)
+    for x, y in points[labels == 1]:
+        mask[max(0, int(y) - point_radius) : int(y) + point_radius, max(0, int(x) - point_radius) : int(x) + point_radius] = 1
+    if not mask.any():
+        raise ValueError(f"object {index}: the segmenter found nothing and the prompt has no positive point.")
+    logger.warning("object %d: the segmenter found nothing at the points; using squares around them.", index)
+    return mask
