@@ -110,7 +110,9 @@ class GoldenCase:
         and strips each text chunk; each `<region>` becomes a region item.
         """
         token = "<image>" if self.modal == "image" else "<video>"
-        media = {"type": "image", "image": self.image} if self.modal == "image" else {"type": "video", "video": self.clip}
+        media = (
+            {"type": "image", "image": self.image} if self.modal == "image" else {"type": "video", "video": self.clip}
+        )
         prompt = self.manifest["prompt"]
         if self.variant == "full" and token not in prompt:
             prompt = token + prompt
@@ -130,9 +132,7 @@ class GoldenCase:
         """The original's recorded random k-means start of every region, `(R, mask_num)`; zeros for a region the
         original did not cluster (no permutation recorded; the start is then unused)."""
         zeros = np.zeros(mask_num, dtype=np.int64)
-        return np.stack(
-            [self.arrays.get(f"kmeans_randperm_{i}", zeros)[:mask_num] for i in range(self.num_regions)]
-        )
+        return np.stack([self.arrays.get(f"kmeans_randperm_{i}", zeros)[:mask_num] for i in range(self.num_regions)])
 
 
 def discover(variant: str | None = None, modal: str | None = None) -> list[GoldenCase]:

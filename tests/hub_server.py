@@ -180,8 +180,9 @@ class HubServer:
             parts = path[len(prefix) :].split("/")
             for depth in range(1, len(parts) if recursive else min(2, len(parts))):
                 name = prefix + "/".join(parts[:depth])
-                entries.setdefault(name, {"type": "directory", "oid": git_blob_sha(name.encode()), "size": 0,
-                                          "path": name})
+                entries.setdefault(
+                    name, {"type": "directory", "oid": git_blob_sha(name.encode()), "size": 0, "path": name}
+                )
             if len(parts) == 1 or recursive:
                 entries[path] = {"type": "file", "oid": git_blob_sha(content), "size": len(content), "path": path}
         if prefix and not entries:
@@ -190,8 +191,10 @@ class HubServer:
 
     def preupload(self, repo_id: str, revision: str, body: dict) -> Answer:
         commit = self._commit(repo_id, revision)
-        modes = [{"path": item["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
-                 for item in body["files"]]
+        modes = [
+            {"path": item["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
+            for item in body["files"]
+        ]
         return HTTPStatus.OK, {"files": modes, "commitOid": commit.oid}
 
     def create_commit(self, repo_id: str, revision: str, ndjson: bytes) -> Answer:
@@ -244,8 +247,11 @@ class HubServer:
             return HTTPStatus.BAD_REQUEST, {"errors": [{"message": f"invalid YAML: {error}"}]}
         if not isinstance(metadata, dict):
             return HTTPStatus.BAD_REQUEST, {"errors": [{"message": "the metadata must be a YAML mapping"}]}
-        errors = [f'"{key}" must be a string' for key in ("license", "library_name") if
-                  not isinstance(metadata.get(key, ""), str)]
+        errors = [
+            f'"{key}" must be a string'
+            for key in ("license", "library_name")
+            if not isinstance(metadata.get(key, ""), str)
+        ]
         if "pipeline_tag" in metadata and metadata["pipeline_tag"] not in PIPELINE_TAGS:
             errors.append(f'"pipeline_tag" {metadata["pipeline_tag"]!r} is not a known pipeline tag')
         tags = metadata.get("tags", [])
@@ -355,6 +361,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path not in commit.files:
             raise HubError(HTTPStatus.NOT_FOUND, f"{path} does not exist on {revision}", "EntryNotFound")
         content = commit.files[path]
-        headers = {"ETag": f'"{git_blob_sha(content)}"', "X-Repo-Commit": commit.oid,
-                   "Content-Type": "application/octet-stream"}
+        headers = {
+            "ETag": f'"{git_blob_sha(content)}"',
+            "X-Repo-Commit": commit.oid,
+            "Content-Type": "application/octet-stream",
+        }
         return HTTPStatus.OK, headers, content

@@ -5,10 +5,10 @@ from importlib.resources import files
 
 import numpy as np
 import pytest
+from golden import GOLDEN_DIR
 from PIL import Image
 from transformers import AutoModelForImageTextToText
 
-from golden import GOLDEN_DIR
 from pixelrefer_hf import PixelReferForConditionalGeneration, cli, tiny_random
 from pixelrefer_hf.processing.processing_pixelrefer import REGION_PLACEHOLDER
 
@@ -150,7 +150,18 @@ def test_convert_folder_without_config(capsys, tmp_path):
 
 def test_describe_video_propagates_the_prompt_frame(capsys, tmp_path):
     vis = tmp_path / "video.png"
-    argv = ["--video", CLIP, "--frame", "20", "--box", "420,0,940,560", "--max-new-tokens", "2", "--save-vis", str(vis)]
+    argv = [
+        "--video",
+        CLIP,
+        "--frame",
+        "20",
+        "--box",
+        "420,0,940,560",
+        "--max-new-tokens",
+        "2",
+        "--save-vis",
+        str(vis),
+    ]
     code, out, err = run(capsys, "describe", *argv, "What does <region> do?")
     assert code == 0, err
     assert "tiny SAM2 with RANDOM weights" in err

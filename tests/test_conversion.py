@@ -63,7 +63,9 @@ def test_legacy_bin_is_read_with_weights_only(original_copy, tmp_path):
     (original_copy / "model.safetensors").unlink()
     torch.save(weights, original_copy / "pytorch_model.bin")
     convert_checkpoint(original_copy, tmp_path / "out", progress=False)
-    reference = AutoModelForImageTextToText.from_pretrained(convert_checkpoint(FULL, tmp_path / "ref", progress=False).output_dir)
+    reference = AutoModelForImageTextToText.from_pretrained(
+        convert_checkpoint(FULL, tmp_path / "ref", progress=False).output_dir
+    )
     converted = AutoModelForImageTextToText.from_pretrained(tmp_path / "out")
     for key, tensor in reference.state_dict().items():
         assert torch.equal(converted.state_dict()[key], tensor), key
@@ -103,5 +105,11 @@ def test_vision_config_inferred_without_local_encoder_folder():
     weights = {prefix + "embeddings.patch_embedding.weight": torch.empty(1152, 3, 14, 14)}
     weights |= {prefix + f"encoder.layers.{i}.mlp.fc1.weight": torch.empty(4304, 1152) for i in range(27)}
     config = _vision_config(FULL, {"mm_vision_encoder": "DAMO-NLP-SG/VL3-SigLIP-NaViT"}, weights)
-    assert config == {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
-                      "num_attention_heads": 16, "num_channels": 3, "patch_size": 14}
+    assert config == {
+        "hidden_size": 1152,
+        "intermediate_size": 4304,
+        "num_hidden_layers": 27,
+        "num_attention_heads": 16,
+        "num_channels": 3,
+        "patch_size": 14,
+    }

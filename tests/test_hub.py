@@ -12,10 +12,10 @@ import torch
 import transformers.utils.hub
 import yaml
 from golden import GOLDEN_DIR
+from hub_server import HubServer
 from huggingface_hub import ModelCard, constants
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import get_session
-from hub_server import HubServer
 from safetensors.torch import load as safe_load
 from safetensors.torch import save_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -45,15 +45,21 @@ def hub(tmp_path_factory):
     """A Hub on 127.0.0.1 that huggingface_hub and transformers use, with an empty cache and a token in HF_TOKEN."""
     home = tmp_path_factory.mktemp("hf_home")
     with HubServer() as server, pytest.MonkeyPatch.context() as patch:
-        settings = {"HF_ENDPOINT": server.url, "HF_TOKEN": server.token, "HF_HOME": str(home),
-                    "HF_HUB_CACHE": str(home / "hub")}
+        settings = {
+            "HF_ENDPOINT": server.url,
+            "HF_TOKEN": server.token,
+            "HF_HOME": str(home),
+            "HF_HUB_CACHE": str(home / "hub"),
+        }
         for name, value in settings.items():
             patch.setenv(name, value)
         for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_OIDC_RESOURCE", "HUGGING_FACE_HUB_TOKEN"):
             patch.delenv(name, raising=False)
         # huggingface_hub reads these at import, before this fixture runs.
         patch.setattr(constants, "ENDPOINT", server.url)
-        patch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        patch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         patch.setattr(constants, "HF_HOME", str(home))
         patch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
         patch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
@@ -69,21 +75,32 @@ def pushed(hub, converted):
     """Both variants pushed once: full from the original release folder, Lite from a converted folder in 2 MB
     shards."""
     return {
-        "full": push_checkpoint(CHECKPOINTS["full"], "tester/pixelrefer-tiny-hf", base_model=BASE_MODELS["full"],
-                                progress=False),
-        "lite": push_checkpoint(converted(CHECKPOINTS["lite"]), "tester/pixelrefer-lite-tiny-hf",
-                                base_model=BASE_MODELS["lite"], max_shard_size="2MB", progress=False),
+        "full": push_checkpoint(
+            CHECKPOINTS["full"], "tester/pixelrefer-tiny-hf", base_model=BASE_MODELS["full"], progress=False
+        ),
+        "lite": push_checkpoint(
+            converted(CHECKPOINTS["lite"]),
+            "tester/pixelrefer-lite-tiny-hf",
+            base_model=BASE_MODELS["lite"],
+            max_shard_size="2MB",
+            progress=False,
+        ),
     }
 
 
 def region_inputs(processor):
     image = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
-    messages = [{"role": "user", "content": [
-        {"type": "image", "image": image},
-        {"type": "text", "text": "What is "},
-        {"type": "region", "box": [30, 20, 110, 100]},
-        {"type": "text", "text": "?"},
-    ]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": image},
+                {"type": "text", "text": "What is "},
+                {"type": "region", "box": [30, 20, 110, 100]},
+                {"type": "text", "text": "?"},
+            ],
+        }
+    ]
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
 
 
@@ -206,10 +223,14 @@ BAD_INPUTS = {
     "other model": (other_model, ValueError, "model_type .llama.: neither an original PixelRefer release"),
     "no config": (lambda tmp_path: (tmp_path, {}), FileNotFoundError, "no config.json"),
     "missing results": (
-        lambda tmp_path: (CHECKPOINTS["full"], {"results": tmp_path / "absent.md"}), FileNotFoundError, "absent.md"
+        lambda tmp_path: (CHECKPOINTS["full"], {"results": tmp_path / "absent.md"}),
+        FileNotFoundError,
+        "absent.md",
     ),
     "bad base model": (
-        lambda tmp_path: (CHECKPOINTS["full"], {"base_model": "PixelRefer-2B"}), ValueError, "namespace/name"
+        lambda tmp_path: (CHECKPOINTS["full"], {"base_model": "PixelRefer-2B"}),
+        ValueError,
+        "namespace/name",
     ),
 }
 
@@ -254,8 +275,9 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def test_cli_push_to_a_branch(hub, capsys):
     repo_id = "tester/cli-lite"
     push = ["push", str(CHECKPOINTS["lite"]), repo_id, "--base-model", BASE_MODELS["lite"], "--no-progress"]
-    code, out, err = run(capsys, *push, "--private", "--revision", "dev", "--commit-message", "first",
-                         "--max-shard-size", "5GB")
+    code, out, err = run(
+        capsys, *push, "--private", "--revision", "dev", "--commit-message", "first", "--max-shard-size", "5GB"
+    )
     assert code == 0, err
     assert f"-> {repo_id}@dev" in out and "variant: lite (PixelRefer-Lite)" in out and "repo: created" in out
     assert "it/s" not in err  # no progress bars
@@ -285,8 +307,16 @@ def test_cli_describe_with_a_hub_id(hub, pushed, capsys):
     ],
 )
 def test_cli_push_errors(hub, capsys, argv, message):
-    code, out, err = run(capsys, "push", str(CHECKPOINTS["full"]), "tester/cli-error", "--base-model",
-                         BASE_MODELS["full"], "--no-progress", *argv)
+    code, out, err = run(
+        capsys,
+        "push",
+        str(CHECKPOINTS["full"]),
+        "tester/cli-error",
+        "--base-model",
+        BASE_MODELS["full"],
+        "--no-progress",
+        *argv,
+    )
     assert code == 2 and err.startswith("error:") and message in err and out == ""
     assert "tester/cli-error" not in hub.repos
 
@@ -305,6 +335,17 @@ def test_cli_push_without_token_or_folder(hub, capsys, monkeypatch, tmp_path):
 def test_cli_push_help_documents_every_option(capsys):
     code, out, _ = run(capsys, "push", "--help")
     assert code == 0
-    for option in ("SRC", "REPO_ID", "--private", "--revision", "--commit-message", "--exist-ok", "--token",
-                   "--max-shard-size", "--base-model", "--results", "--no-progress"):
+    for option in (
+        "SRC",
+        "REPO_ID",
+        "--private",
+        "--revision",
+        "--commit-message",
+        "--exist-ok",
+        "--token",
+        "--max-shard-size",
+        "--base-model",
+        "--results",
+        "--no-progress",
+    ):
         assert option.lower() in out.lower(), option

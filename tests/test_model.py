@@ -86,7 +86,9 @@ def test_batch_equals_single_samples(model_and_processor, two_samples):
         greedy(model, processor.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True))[0]
         for m in two_samples
     ]
-    batch = processor.apply_chat_template(list(two_samples), add_generation_prompt=True, tokenize=True, return_dict=True)
+    batch = processor.apply_chat_template(
+        list(two_samples), add_generation_prompt=True, tokenize=True, return_dict=True
+    )
     assert batch["region_grid_thw"].shape[0] == 3
     if processor.object_only:
         assert "pixel_values" not in batch
@@ -184,9 +186,13 @@ def test_labels_give_a_loss_that_trains(model_and_processor, two_samples):
 
 def test_one_vision_call_for_images_and_all_crops(model_and_processor, two_samples):
     model, processor = model_and_processor
-    batch = processor.apply_chat_template(list(two_samples), add_generation_prompt=True, tokenize=True, return_dict=True)
+    batch = processor.apply_chat_template(
+        list(two_samples), add_generation_prompt=True, tokenize=True, return_dict=True
+    )
     calls = []
-    hook = model.model.vision_model.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs), with_kwargs=True)
+    hook = model.model.vision_model.register_forward_hook(
+        lambda module, args, kwargs, out: calls.append(kwargs), with_kwargs=True
+    )
     try:
         with torch.no_grad():
             model(**batch)

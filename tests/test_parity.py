@@ -27,7 +27,10 @@ OUTPUT_ATOL = 1e-4
 
 def test_golden_set_has_cases_of_both_variants_and_modalities():
     assert {(case.variant, case.modal) for case in CASES} == {
-        ("full", "image"), ("full", "video"), ("lite", "image"), ("lite", "video")
+        ("full", "image"),
+        ("full", "video"),
+        ("lite", "image"),
+        ("lite", "video"),
     }
 
 
@@ -45,7 +48,9 @@ def case(request):
 @pytest.fixture
 def model_and_inputs(case, converted):
     model, processor = _load(converted(case.checkpoint))
-    inputs = processor.apply_chat_template(case.messages(), add_generation_prompt=True, tokenize=True, return_dict=True)
+    inputs = processor.apply_chat_template(
+        case.messages(), add_generation_prompt=True, tokenize=True, return_dict=True
+    )
     init = torch.from_numpy(case.kmeans_init(model.config.mask_num))
     return model, processor, inputs, init
 
@@ -69,9 +74,7 @@ def region_images(case):
 def test_object_crops(case, model_and_inputs):
     _, processor, _, _ = model_and_inputs
     golden = case.arrays
-    crops = [
-        processor.object_crops(image, [mask])[0] for image, mask in zip(region_images(case), golden["masks"])
-    ]
+    crops = [processor.object_crops(image, [mask])[0] for image, mask in zip(region_images(case), golden["masks"])]
     for i, crop in enumerate(crops):
         np.testing.assert_array_equal(crop.image, golden[f"crop_image_{i}"], err_msg=f"crop_image_{i}")
         np.testing.assert_array_equal(crop.mask, golden[f"crop_mask_{i}"], err_msg=f"crop_mask_{i}")
@@ -166,15 +169,23 @@ def test_vision_and_object_tokens(case, model_and_inputs):
         for i, emb in enumerate(pos_emb):
             assert_close(emb.view(golden[f"pos_emb_{i}"].shape), golden[f"pos_emb_{i}"], FEATURE_ATOL, f"pos_emb_{i}")
 
-        args = (crop_features, grids, inputs["region_masks"], inputs["region_mask_hw"], inputs["region_boxes"],
-                inputs["region_image_sizes"])
+        args = (
+            crop_features,
+            grids,
+            inputs["region_masks"],
+            inputs["region_mask_hw"],
+            inputs["region_boxes"],
+            inputs["region_image_sizes"],
+        )
         cells, _, num_cells = tokenizer.masked_cells(*args)
         pooled = tokenizer.pool(*args, initial_indices=init)
         for i in range(case.num_regions):
             expected = golden.get(f"kmeans_input_tokens_{i}", golden[f"pool_output_{i}"])
             assert num_cells[i].item() == len(expected)
             assert_close(cells[i, : len(expected)], expected, FEATURE_ATOL, f"kmeans_input_tokens_{i}")
-            assert_close(pooled.tokens[i, : pooled.counts[i]], golden[f"pool_output_{i}"], KMEANS_ATOL, f"pool_output_{i}")
+            assert_close(
+                pooled.tokens[i, : pooled.counts[i]], golden[f"pool_output_{i}"], KMEANS_ATOL, f"pool_output_{i}"
+            )
         if lite:
             assert_close(pooled.tokens, golden["oci_local_query_0"], KMEANS_ATOL, "oci_local_query")
             infusion = inner.object_infusion
@@ -183,17 +194,27 @@ def test_vision_and_object_tokens(case, model_and_inputs):
             for view, feats in (("local", local_features), ("global", global_features)):
                 per_view = feats.split(inputs[f"region_{view}_grid_thw"].prod(-1).tolist())
                 keys[view] = torch.stack([per_view[int(v)] for v in view_ids])
-            local_out = pooled.tokens + infusion.local_attention(
-                infusion.local_norm(pooled.tokens), keys["local"], keys["local"], need_weights=False
-            )[0]
+            local_out = (
+                pooled.tokens
+                + infusion.local_attention(
+                    infusion.local_norm(pooled.tokens), keys["local"], keys["local"], need_weights=False
+                )[0]
+            )
             assert_close(local_out, golden["oci_local_out_0"], OUTPUT_ATOL, "oci_local_out")
             infused = infusion(pooled.tokens, keys["local"], keys["global"])
             assert_close(infused, golden["oci_global_out_0"], OUTPUT_ATOL, "oci_global_out")
         else:
             assert pooled.counts.tolist() == golden["mask_nums"].tolist()
         view_args = (
-            (global_features, inputs["region_global_grid_thw"], local_features, inputs["region_local_grid_thw"],
-             inputs["region_view_ids"]) if lite else ()
+            (
+                global_features,
+                inputs["region_global_grid_thw"],
+                local_features,
+                inputs["region_local_grid_thw"],
+                inputs["region_view_ids"],
+            )
+            if lite
+            else ()
         )
         region_tokens = inner.get_region_features(
             crop_features, inputs["region_grid_thw"], *args[2:], init, *view_args
@@ -246,8 +267,13 @@ def test_greedy_generation(case, model_and_inputs):
     steps = len(golden["gen_ids"])
     with torch.no_grad():
         out = model.generate(
-            **inputs, region_kmeans_init=init, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
-            output_scores=True, return_dict_in_generate=True,
+            **inputs,
+            region_kmeans_init=init,
+            max_new_tokens=steps,
+            min_new_tokens=steps,
+            do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
         )
     new_ids = out.sequences[0, inputs["input_ids"].shape[1] :]
     np.testing.assert_array_equal(new_ids.numpy(), golden["gen_ids"])

@@ -77,12 +77,17 @@ def test_batch_is_left_padded(processor, image):
 
 
 def test_chat_template_renders_regions_and_images(processor, image):
-    messages = [{"role": "user", "content": [
-        {"type": "image", "image": image},
-        {"type": "text", "text": "What is "},
-        {"type": "region", "box": [10, 10, 40, 50]},
-        {"type": "text", "text": "?"},
-    ]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": image},
+                {"type": "text", "text": "What is "},
+                {"type": "region", "box": [10, 10, 40, 50]},
+                {"type": "text", "text": "?"},
+            ],
+        }
+    ]
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     assert text == "<|im_start|>user\n<image>\nWhat is <region>?<|im_end|>\n<|im_start|>assistant\n"
     via_chat = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
@@ -97,7 +102,11 @@ def test_save_and_load_round_trip(processor, tmp_path, image):
     assert isinstance(loaded, PixelReferProcessor)
     assert loaded.chat_template == processor.chat_template
     assert (loaded.mask_num, loaded.object_only, loaded.margin_patches, loaded.max_object_patches) == (
-        processor.mask_num, processor.object_only, processor.margin_patches, processor.max_object_patches)
+        processor.mask_num,
+        processor.object_only,
+        processor.margin_patches,
+        processor.max_object_patches,
+    )
     assert loaded.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
     assert dict(loaded.image_processor.size) == dict(processor.image_processor.size)
     a = processor(text="<image><region>", images=image, regions=[[{"box": [10, 10, 40, 50]}]])
@@ -138,7 +147,9 @@ def test_image_placeholder_count_mismatch(processor, image):
 
 def test_regions_not_one_list_per_sample(processor, image):
     with pytest.raises(ValueError, match="one list per sample"):
-        processor(text=["<image><region>", "<image><region>"], images=[[image], [image]], regions=[{"box": [1, 1, 5, 5]}])
+        processor(
+            text=["<image><region>", "<image><region>"], images=[[image], [image]], regions=[{"box": [1, 1, 5, 5]}]
+        )
 
 
 def test_second_sample_is_named(processor, image):
@@ -160,7 +171,9 @@ def test_several_images_need_image_index(processor, image):
     with pytest.raises(ValueError, match=r"sample 0, region 0: .*image_index"):
         processor(text="<image><image><region>", images=[[image, image]], regions=[[{"box": [1, 1, 5, 5]}]])
     inputs = processor(
-        text="<image><image><region>", images=[[image, image[:50]]], regions=[[{"box": [1, 1, 5, 40], "image_index": 1}]]
+        text="<image><image><region>",
+        images=[[image, image[:50]]],
+        regions=[[{"box": [1, 1, 5, 40], "image_index": 1}]],
     )
     assert inputs["region_image_sizes"].tolist() == [[50, 120]]
 

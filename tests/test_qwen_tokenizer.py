@@ -42,7 +42,7 @@ TEXTS = [
     "<|im_start|>user\nHi<|im_end|>",
     "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>assistant\n",
     "<image>\n<REGION><REGION>",
-    "<|vision_start|><|image_pad|><|vision_end|><tool_call>{\"a\": 1}</tool_call>",
+    '<|vision_start|><|image_pad|><|vision_end|><tool_call>{"a": 1}</tool_call>',
     "",
     "   ",
 ]

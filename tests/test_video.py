@@ -71,7 +71,7 @@ def test_bad_videos(tmp_path):
         (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
         load_video(tmp_path / "corrupt.mp4")
     truncated = tmp_path / "truncated.mp4"
-    truncated.write_bytes(open(CLIP, "rb").read()[: 200_000])
+    truncated.write_bytes(open(CLIP, "rb").read()[:200_000])
     with pytest.raises(ValueError, match="truncated.mp4"):
         load_video(truncated, fps=None, max_frames=150)
     (tmp_path / "empty").mkdir()
@@ -138,13 +138,22 @@ def test_video_inputs(model_and_processor, small_clip):
 
 def test_video_and_image_samples_batch_like_single_samples(model_and_processor, small_clip):
     model, processor = model_and_processor
-    video_sample = video_messages(small_clip, [{"masklet": {14: {"box": [100, 0, 240, 140]}, 72: {"box": [90, 0, 230, 150]}}}])
+    video_sample = video_messages(
+        small_clip, [{"masklet": {14: {"box": [100, 0, 240, 140]}, 72: {"box": [90, 0, 230, 150]}}}]
+    )
     image = small_clip.frames[2]
-    image_sample = [{"role": "user", "content": [
-        {"type": "image", "image": image}, {"type": "text", "text": "Describe "},
-        {"type": "region", "box": [150, 110, 320, 180]}, {"type": "text", "text": " and "},
-        {"type": "region", "box": [100, 0, 240, 140]},
-    ]}]
+    image_sample = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": image},
+                {"type": "text", "text": "Describe "},
+                {"type": "region", "box": [150, 110, 320, 180]},
+                {"type": "text", "text": " and "},
+                {"type": "region", "box": [100, 0, 240, 140]},
+            ],
+        }
+    ]
 
     def greedy(messages):
         inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
@@ -180,8 +189,12 @@ def test_bad_video_regions(model_and_processor, small_clip, tmp_path):
     with pytest.raises(ValueError, match=r"sample 0: Cannot read video .*broken.mp4"):
         run([{"frame": 0, "box": [10, 10, 50, 50]}], video=str(tmp_path / "broken.mp4"))
     with pytest.raises(ValueError, match="one video or images, not both"):
-        processor(text="<video><image><region>", images=[[small_clip.frames[0]]], videos=[small_clip],
-                  regions=[[{"frame": 0, "box": [1, 1, 9, 9]}]])
+        processor(
+            text="<video><image><region>",
+            images=[[small_clip.frames[0]]],
+            videos=[small_clip],
+            regions=[[{"frame": 0, "box": [1, 1, 9, 9]}]],
+        )
 
 
 def test_sam2_masklet_end_to_end(model_and_processor):

@@ -18,8 +18,8 @@ from transformers.utils import logging as hf_logging
 from . import tiny_random
 from .conversion import ConversionReport, PushReport, convert_checkpoint, push_checkpoint
 from .conversion.model_card import VARIANT_NAMES
-from .processing.processing_pixelrefer import REGION_PLACEHOLDER
 from .processing.masklets import MaskletPropagator, propagate_in_clip
+from .processing.processing_pixelrefer import REGION_PLACEHOLDER
 from .processing.regions import region_to_mask
 from .processing.video import load_video
 from .visualization import render_regions
@@ -86,8 +86,8 @@ def build_messages(media: dict, question: str, regions: Sequence[dict]) -> list[
     elif count != len(regions):
         raise CommandError(
             f"the question has {count} {REGION_PLACEHOLDER} placeholder(s) but {len(regions)} region(s) were given "
-            f"with --box/--mask/--point; put one {REGION_PLACEHOLDER} per region in the question, in order (or none, to "
-            "have them put in front)"
+            f"with --box/--mask/--point; put one {REGION_PLACEHOLDER} per region in the question, in order (or "
+            "none, to have them put in front)"
         )
     pieces = question.split(REGION_PLACEHOLDER)
     content: list[dict] = [media]
@@ -213,7 +213,9 @@ def describe(args: argparse.Namespace) -> int:
         header.append("masklet frames")
         for row, region in zip(rows, regions):
             row.append(",".join(str(k) for k in region["masklet"]))
-        print(f"Crops on frame {args.frame}; Lite reads the object on every masklet frame, the full model on this one.")
+        print(
+            f"Crops on frame {args.frame}; Lite reads the object on every masklet frame, the full model on this one."
+        )
     print(_table(header, rows))
 
     if args.save_vis is not None:

@@ -106,7 +106,10 @@ def tiny_sam2_video_config(size: int = 64) -> Sam2VideoConfig:
         image_size=size,
         prompt_encoder_config={"hidden_size": hidden, "image_size": size, "mask_input_channels": 4},
         mask_decoder_config={
-            "hidden_size": hidden, "mlp_dim": 128, "num_attention_heads": 2, "iou_head_hidden_dim": 32
+            "hidden_size": hidden,
+            "mlp_dim": 128,
+            "num_attention_heads": 2,
+            "iou_head_hidden_dim": 32,
         },
         num_maskmem=3,
         memory_attention_hidden_size=hidden,

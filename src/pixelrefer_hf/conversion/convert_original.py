@@ -82,7 +82,9 @@ def load_original_state_dict(src: Path, progress: bool = True) -> dict[str, torc
     if not shards:
         shards = sorted(p for p in src.glob("*.bin") if p.name != "training_args.bin")
     if not shards:
-        raise FileNotFoundError(f"No *.safetensors or *.bin weights in {src}; pass an original PixelRefer release folder.")
+        raise FileNotFoundError(
+            f"No *.safetensors or *.bin weights in {src}; pass an original PixelRefer release folder."
+        )
     state_dict = {}
     for shard in tqdm(shards, desc="Reading shards", unit="shard", disable=not progress or len(shards) < 2):
         if shard.suffix == ".safetensors":
@@ -106,12 +108,23 @@ def _vision_config(src: Path, original: dict, state_dict: dict[str, torch.Tensor
     config_file = folder / "config.json"
     if original.get("mm_vision_encoder") and config_file.is_file():
         vision = json.loads(config_file.read_text())
-        keys = ["hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels",
-                "patch_size", "hidden_act", "layer_norm_eps", "attention_dropout"]
+        keys = [
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_channels",
+            "patch_size",
+            "hidden_act",
+            "layer_norm_eps",
+            "attention_dropout",
+        ]
         return {k: vision[k] for k in keys if k in vision}
     prefix = "model.vision_encoder.vision_encoder."
     patch = state_dict[prefix + "embeddings.patch_embedding.weight"]
-    layers = {int(m.group(1)) for k in state_dict if (m := re.match(re.escape(prefix) + r"encoder\.layers\.(\d+)\.", k))}
+    layers = {
+        int(m.group(1)) for k in state_dict if (m := re.match(re.escape(prefix) + r"encoder\.layers\.(\d+)\.", k))
+    }
     hidden = patch.shape[0]
     logger.warning(
         "No local config for the vision encoder %r; inferring it from the weights (SigLIP-NaViT head size %d).",
@@ -129,10 +142,25 @@ def _vision_config(src: Path, original: dict, state_dict: dict[str, torch.Tensor
 
 
 def _text_config(original: dict) -> dict:
-    keys = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps", "attention_dropout",
-            "tie_word_embeddings", "use_sliding_window", "sliding_window", "max_window_layers", "bos_token_id",
-            "eos_token_id", "initializer_range"]
+    keys = [
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "hidden_act",
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "attention_dropout",
+        "tie_word_embeddings",
+        "use_sliding_window",
+        "sliding_window",
+        "max_window_layers",
+        "bos_token_id",
+        "eos_token_id",
+        "initializer_range",
+    ]
     text = {k: original[k] for k in keys if k in original}
     text["model_type"] = "qwen2"
     text["rope_parameters"] = {"rope_type": "default", "rope_theta": original.get("rope_theta", 1000000.0)}
@@ -230,7 +258,10 @@ def convert_checkpoint(
         else:
             unknown.append(key)
     if unknown:
-        raise ValueError(f"{len(unknown)} original weights have no counterpart in PixelReferForConditionalGeneration: {sorted(unknown)}")
+        raise ValueError(
+            f"{len(unknown)} original weights have no counterpart in PixelReferForConditionalGeneration: "
+            f"{sorted(unknown)}"
+        )
 
     target_dtype = dtype or getattr(torch, original.get("torch_dtype", "float32"))
     config.dtype = target_dtype

@@ -29,7 +29,7 @@ CITATION = f"""\
   url           = {{https://arxiv.org/abs/{ARXIV_ID}}}
 }}"""
 
-IMAGE_SNIPPET = Template('''\
+IMAGE_SNIPPET = Template("""\
 import numpy as np
 import pixelrefer_hf  # registers PixelRefer with the Auto classes
 from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -49,16 +49,16 @@ inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tok
                                        return_dict=True, return_tensors="pt").to(model.device)
 output = model.generate(**inputs, max_new_tokens=64)
 print(processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0])
-''')
+""")
 
-VIDEO_SNIPPET = Template('''\
+VIDEO_SNIPPET = Template("""\
 import pixelrefer_hf  # registers PixelRefer with the Auto classes
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 processor = AutoProcessor.from_pretrained("$repo_id")
 model = AutoModelForImageTextToText.from_pretrained("$repo_id", dtype="auto", device_map="auto")
 
-video = "video.mp4"  # your video: a file, a folder of frames or (T, H, W, 3) uint8 frames; 1 frame per second is sampled
+video = "video.mp4"  # your video: a file, a frame folder or (T, H, W, 3) uint8 frames; 1 frame per second is sampled
 messages = [{"role": "user", "content": [
     {"type": "video", "video": video},
     {"type": "text", "text": "What does "},
@@ -69,7 +69,7 @@ inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tok
                                        return_dict=True, return_tensors="pt").to(model.device)
 output = model.generate(**inputs, max_new_tokens=128)
 print(processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0])
-''')
+""")
 
 
 def variant_of(config: PixelReferConfig) -> str:

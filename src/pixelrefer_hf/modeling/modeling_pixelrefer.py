@@ -56,7 +56,9 @@ class PixelReferModel(VideoLlama3Model):
         self.object_infusion = PixelReferObjectInfusion(config) if config.object_only else None
         self.post_init()
 
-    def encode_vision(self, groups: list[tuple[torch.Tensor, torch.LongTensor, torch.LongTensor]]) -> list[torch.Tensor]:
+    def encode_vision(
+        self, groups: list[tuple[torch.Tensor, torch.LongTensor, torch.LongTensor]]
+    ) -> list[torch.Tensor]:
         """Runs the vision encoder ONCE over several groups of images (varlen: one attention block per image).
 
         Args:

@@ -37,13 +37,19 @@ class PixelReferObjectInfusion(nn.Module):
             `(R, T, C)` object tokens with their context infused.
         """
         query = self.local_norm(objects)
-        objects = objects + self.local_attention(
-            query, local_context, local_context, key_padding_mask=local_padding, need_weights=False
-        )[0]
+        objects = (
+            objects
+            + self.local_attention(
+                query, local_context, local_context, key_padding_mask=local_padding, need_weights=False
+            )[0]
+        )
         query = self.global_norm(objects)
-        objects = objects + self.global_attention(
-            query, global_context, global_context, key_padding_mask=global_padding, need_weights=False
-        )[0]
+        objects = (
+            objects
+            + self.global_attention(
+                query, global_context, global_context, key_padding_mask=global_padding, need_weights=False
+            )[0]
+        )
         return objects
 
 

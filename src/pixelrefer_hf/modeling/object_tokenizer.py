@@ -171,7 +171,10 @@ class PixelReferObjectTokenizer(nn.Module):
         if (num_points == 0).any():
             empty = torch.nonzero(num_points == 0)[:, 0].tolist()
             raise ValueError(f"Regions {empty} have no cell on their mask grid; every region needs a non-empty mask.")
-        slot = torch.arange(len(points), device=features.device) - (torch.cumsum(num_points, 0) - num_points)[point_region]
+        slot = (
+            torch.arange(len(points), device=features.device)
+            - (torch.cumsum(num_points, 0) - num_points)[point_region]
+        )
         width = max(int(num_points.max()), self.max_tokens)
         cells = features.new_zeros(num_regions, width, features.shape[-1])
         cells[point_region, slot] = points

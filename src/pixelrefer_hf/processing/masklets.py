@@ -514,7 +514,10 @@ def _prompt_as_mask(index: int, prompt: dict, size: tuple[int, int], point_radiu
     labels = np.asarray(prompt.get("labels", [1] * len(points))).reshape(-1)
     mask = np.zeros(size, dtype=np.uint8)
     for x, y in points[labels == 1]:
-        mask[max(0, int(y) - point_radius) : int(y) + point_radius, max(0, int(x) - point_radius) : int(x) + point_radius] = 1
+        mask[
+            max(0, int(y) - point_radius) : int(y) + point_radius,
+            max(0, int(x) - point_radius) : int(x) + point_radius,
+        ] = 1
     if not mask.any():
         raise ValueError(f"object {index}: the segmenter found nothing and the prompt has no positive point.")
     logger.warning("object %d: the segmenter found nothing at the points; using squares around them.", index)

@@ -296,9 +296,7 @@ class PixelReferProcessor(ProcessorMixin):
         if batch_size == 1 and not (isinstance(videos, list) and len(videos) == 1):
             return [videos]
         if not isinstance(videos, list) or len(videos) != batch_size:
-            raise ValueError(
-                f"Got {batch_size} texts; pass videos=[...] with one video (or None) for each text."
-            )
+            raise ValueError(f"Got {batch_size} texts; pass videos=[...] with one video (or None) for each text.")
         return videos
 
     def _video_regions(
@@ -321,7 +319,10 @@ class PixelReferProcessor(ProcessorMixin):
                 if key_frame is None and len(masklet) > 1:
                     logger.warning(
                         "sample %d, region %d: the full model takes one frame per object; using the masklet's first "
-                        "frame %d (name another with {'masklet': ..., 'frame': k}).", index, region_index, min(masklet)
+                        "frame %d (name another with {'masklet': ..., 'frame': k}).",
+                        index,
+                        region_index,
+                        min(masklet),
                     )
             masklets = [{k: m[k]} for m, k in ((m, min(m) if k is None else k) for m, k in zip(masklets, key_frames))]
         annotated = sorted({frame for masklet in masklets for frame in masklet})
@@ -533,7 +534,11 @@ class PixelReferProcessor(ProcessorMixin):
             return prompts[0] if isinstance(conversation[0], dict) else prompts
         videos = batch_videos if any(v is not None for v in batch_videos) else None
         out = self(
-            text=prompts, images=batch_images, regions=batch_regions, videos=videos, return_tensors=return_tensors,
+            text=prompts,
+            images=batch_images,
+            regions=batch_regions,
+            videos=videos,
+            return_tensors=return_tensors,
             **kwargs,
         )
         return out if return_dict else out["input_ids"]
@@ -584,8 +589,14 @@ class PixelReferProcessor(ProcessorMixin):
                 self.tokenizer.model_input_names
                 + self.image_processor.model_input_names
                 + list(VIDEO_KEYS)
-                + ["region_pixel_values", "region_grid_thw", "region_masks", "region_mask_hw", "region_boxes",
-                   "region_image_sizes"]
+                + [
+                    "region_pixel_values",
+                    "region_grid_thw",
+                    "region_masks",
+                    "region_mask_hw",
+                    "region_boxes",
+                    "region_image_sizes",
+                ]
             )
         )
 

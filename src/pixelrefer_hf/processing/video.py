@@ -142,7 +142,9 @@ def _open_container(video, name: str):
         container = av.open(source)
         stream = container.streams.video[0]
     except (av.error.FFmpegError, IndexError, OSError) as error:
-        raise ValueError(f"Cannot read {name} as a video ({error}); pass an mp4/webm/... file or a frame folder.") from error
+        raise ValueError(
+            f"Cannot read {name} as a video ({error}); pass an mp4/webm/... file or a frame folder."
+        ) from error
 
     def decoded():
         try:
