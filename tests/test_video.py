@@ -74,6 +74,14 @@ def test_bad_videos(tmp_path):
     truncated.write_bytes(open(CLIP, "rb").read()[:200_000])
     with pytest.raises(ValueError, match="truncated.mp4"):
         load_video(truncated, fps=None, max_frames=150)
+    empty_video = tmp_path / "zero_frames.mkv"
+    container = av.open(str(empty_video), "w")
+    stream = container.add_stream("mpeg4", rate=25)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    container.start_encoding()
+    container.close()
+    with pytest.raises(ValueError, match="Cannot read video .*zero_frames.mkv"):
+        load_video(empty_video)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no frames"):
         load_video(tmp_path / "empty")

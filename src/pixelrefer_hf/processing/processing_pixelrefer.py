@@ -11,6 +11,7 @@ from transformers import BatchFeature, ProcessorMixin
 from transformers.image_utils import load_image
 from transformers.utils import logging
 
+from ..modeling.modeling_pixelrefer import REGION_INPUT_NAMES
 from .object_crops import ObjectCrop, context_views, crop_object, crop_object_lite
 from .regions import region_to_mask
 from .video import VideoClip, load_video
@@ -584,21 +585,8 @@ class PixelReferProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
-        return list(
-            dict.fromkeys(
-                self.tokenizer.model_input_names
-                + self.image_processor.model_input_names
-                + list(VIDEO_KEYS)
-                + [
-                    "region_pixel_values",
-                    "region_grid_thw",
-                    "region_masks",
-                    "region_mask_hw",
-                    "region_boxes",
-                    "region_image_sizes",
-                ]
-            )
-        )
+        names = self.tokenizer.model_input_names + self.image_processor.model_input_names + list(VIDEO_KEYS)
+        return list(dict.fromkeys(names + [name for name in REGION_INPUT_NAMES if name != "region_kmeans_init"]))
 
 
 __all__ = ["PixelReferProcessor", "CHAT_TEMPLATE"]
