@@ -187,3 +187,12 @@ def test_image_from_path_equals_array(processor, image, tmp_path):
     from_array = processor(text="<image><region>", images=image, regions=[[{"box": [10, 10, 40, 50]}]])
     for key in from_array:
         assert torch.equal(from_path[key], from_array[key]), key
+
+
+def test_error_names_the_right_region(processor, image):
+    with pytest.raises(ValueError, match=r"sample 0, region 1: .*outside"):
+        processor(
+            text="<image><region> <region>",
+            images=image,
+            regions=[[{"box": [1, 1, 9, 9]}, {"box": [100, 10, 130, 50]}]],
+        )

@@ -169,13 +169,18 @@ class PixelReferProcessor(ProcessorMixin):
         kwargs.setdefault("backend", "pil")
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
-    def object_crops(self, image: Any, regions: Sequence, sample_index: int = 0) -> list[ObjectCrop]:
-        """Scale-adaptive crops of `regions` (any form `region_to_mask` takes) on one image."""
+    def object_crops(
+        self, image: Any, regions: Sequence, sample_index: int = 0, region_ids: Sequence[int] | None = None
+    ) -> list[ObjectCrop]:
+        """Scale-adaptive crops of `regions` (any form `region_to_mask` takes) on one image.
+
+        `region_ids` are the regions' indices in the sample, for error messages (default: their positions).
+        """
         rgb = _to_rgb_array(image, sample_index)
+        crop_fn = crop_object_lite if self.object_only else crop_object
         crops = []
-        for region_index, region in enumerate(regions):
+        for region_index, region in zip(region_ids or range(len(regions)), regions):
             mask = region_to_mask(region, rgb.shape[:2], sample_index=sample_index, region_index=region_index)
-            crop_fn = crop_object_lite if self.object_only else crop_object
             crop = crop_fn(
                 rgb, mask, self.mask_num, self.image_processor.patch_size, self.margin_patches, self.max_object_patches
             )
@@ -248,7 +253,8 @@ class PixelReferProcessor(ProcessorMixin):
                 clip, sample_images, sample_regions, groups = self._video_regions(index, video, sample_regions)
             else:
                 groups = [[(i, None)] for i in range(len(sample_regions))]
-            sample_crops, image_ids = self._sample_crops(index, sample_images, sample_regions)
+            region_ids = [region for region, group in enumerate(groups) for _ in group]
+            sample_crops, image_ids = self._sample_crops(index, sample_images, sample_regions, region_ids)
             crops.extend(sample_crops)
             for group in groups:
                 pieces = [
@@ -419,14 +425,20 @@ class PixelReferProcessor(ProcessorMixin):
             keep[keep.sum(-1) == 0, 0] = True
         return keep
 
-    def _sample_crops(self, index: int, images: list[np.ndarray], regions: list) -> tuple[list[ObjectCrop], list[int]]:
-        """The crops of one sample's regions and, for each, the index of its image in the sample."""
+    def _sample_crops(
+        self, index: int, images: list[np.ndarray], regions: list, region_ids: list[int]
+    ) -> tuple[list[ObjectCrop], list[int]]:
+        """The crops of one sample's regions and, for each, the index of its image in the sample.
+
+        `region_ids` maps each region to the `<region>` it belongs to (for error messages; a Lite masklet has one
+        region per frame).
+        """
         if regions and not images:
             raise ValueError(
                 f"sample {index}, region 0: regions need an image to point into; pass images=... for this sample."
             )
         crops, image_ids = [], []
-        for region_index, region in enumerate(regions):
+        for region_index, region in zip(region_ids, regions):
             image_index = 0
             if isinstance(region, dict) and "image_index" in region:
                 region = dict(region)
@@ -441,7 +453,7 @@ class PixelReferProcessor(ProcessorMixin):
                     f"sample {index}, region {region_index}: the sample has {len(images)} images; say which one the "
                     'region is on with {"image_index": k, "mask": ...}.'
                 )
-            crops.append(self.object_crops(images[image_index], [region], sample_index=index)[0])
+            crops.extend(self.object_crops(images[image_index], [region], index, region_ids=[region_index]))
             image_ids.append(image_index)
         return crops, image_ids
 
