@@ -48,10 +48,12 @@ def sample_messages(image, regions, question="Describe"):
 @pytest.fixture(scope="module")
 def two_samples():
     image = CASE.image
+    height, width = image.shape[:2]
     masks = list(CASE.arrays["masks"])
-    other = np.ascontiguousarray(image[::-1, ::-1][:160, :240])
-    first = sample_messages(image, [{"mask": masks[0]}, {"box": [20, 20, 120, 150]}], "Compare")
-    second = sample_messages(other, [{"box": [30, 40, 90, 120]}], "What is")
+    other = np.ascontiguousarray(image[::-1, ::-1][: height * 3 // 4, : width * 3 // 4])
+    box = [width // 16, height // 10, width // 3, height * 2 // 3]
+    first = sample_messages(image, [{"mask": masks[0]}, {"box": box}], "Compare")
+    second = sample_messages(other, [{"box": [width // 10, height // 6, width // 3, height // 2]}], "What is")
     return first, second
 
 
@@ -123,7 +125,7 @@ def test_default_clustering_is_deterministic(model_and_processor, two_samples):
 def test_explicit_start_changes_tokens(model_and_processor, two_samples):
     model, processor = model_and_processor
     inputs = processor.apply_chat_template(two_samples[0], add_generation_prompt=True, tokenize=True, return_dict=True)
-    init = torch.stack([torch.arange(32).flip(0), torch.arange(32).flip(0)])
+    init = torch.arange(model.config.mask_num).flip(0).repeat(2, 1)
     with torch.no_grad():
         default = model(**inputs).logits
         reversed_start = model(**inputs, region_kmeans_init=init).logits

@@ -1,5 +1,7 @@
 """PixelReferProcessor: layout of its outputs, batching, chat messages, save/load, and clear errors on bad input."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -32,7 +34,7 @@ def box_mask(shape, x0, y0, x1, y1):
 
 def test_autoprocessor_class(processor):
     assert isinstance(processor, PixelReferProcessor)
-    assert processor.mask_num == 32
+    assert processor.mask_num == json.loads((CASE.checkpoint / "config.json").read_text())["mask_num"]
     assert type(processor.image_processor).__name__ == "VideoLlama3ImageProcessorPil"
 
 
