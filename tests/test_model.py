@@ -216,3 +216,11 @@ def test_logits_to_keep_matches_full_logits(model_and_processor, two_samples):
         last = model(**inputs, logits_to_keep=1).logits
     assert last.shape[1] == 1
     torch.testing.assert_close(last[:, -1], full[:, -1], rtol=0, atol=1e-6)
+
+
+def test_lite_model_refuses_inputs_without_context_views(two_samples, converted):
+    model, processor = _load(converted(CASES["lite"].checkpoint))
+    inputs = processor.apply_chat_template(two_samples[1], add_generation_prompt=True, tokenize=True, return_dict=True)
+    del inputs["region_global_pixel_values"]
+    with pytest.raises(ValueError, match="object_only=True"):
+        model(**inputs)

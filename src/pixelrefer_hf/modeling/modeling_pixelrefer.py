@@ -213,6 +213,12 @@ class PixelReferModel(VideoLlama3Model):
         if region_pixel_values is not None:
             groups = [(region_pixel_values, region_grid_thw)]
             if self.object_infusion is not None:
+                if region_global_pixel_values is None or region_local_pixel_values is None or region_view_ids is None:
+                    raise ValueError(
+                        "PixelRefer-Lite needs each region's global and local context views "
+                        "(region_global_*, region_local_*, region_view_ids); build the inputs with this checkpoint's "
+                        "processor, which has object_only=True."
+                    )
                 groups += [(region_global_pixel_values, region_global_grid_thw)]
                 groups += [(region_local_pixel_values, region_local_grid_thw)]
             groups = [(pixels, grid, torch.ones_like(grid[:, 0])) for pixels, grid in groups]
