@@ -52,6 +52,7 @@ CHAT_TEMPLATE = (
 )
 
 REGION_KEYS = ("mask", "box", "rle", "polygon", "points")
+IMAGE_KEYS = ("pixel_values", "image_grid_thw", "image_merge_sizes")
 VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "video_merge_sizes", "video_compression_mask")
 REGION_PATCH_KEYS = (
     "region_pixel_values",
@@ -229,72 +230,78 @@ class PixelReferProcessor(ProcessorMixin):
         batch_videos = self._videos_per_sample(videos, len(texts))
         rgb_images = [[_to_rgb_array(im, i) for im in ims] for i, ims in enumerate(batch_images)]
 
-        prompts, crops = [], []
-        image_features: dict[str, list] = {"pixel_values": [], "image_grid_thw": [], "image_merge_sizes": []}
-        video_features: dict[str, list] = {key: [] for key in VIDEO_KEYS}
-        region_features: dict[str, list] = {key: [] for key in REGION_PATCH_KEYS}
-        view_ids: list[int] = []
-        for index, (prompt, sample_images, sample_regions, video) in enumerate(
-            zip(texts, rgb_images, batch_regions, batch_videos)
-        ):
-            num_placeholders = prompt.count(REGION_PLACEHOLDER)
-            if num_placeholders != len(sample_regions):
-                raise ValueError(
-                    f"sample {index}: the text has {num_placeholders} {REGION_PLACEHOLDER} placeholder(s) but "
-                    f"{len(sample_regions)} region(s) were given; pass exactly one region per {REGION_PLACEHOLDER}, "
-                    "in order."
-                )
-            clip = None
-            if video is not None:
-                if sample_images:
-                    raise ValueError(
-                        f"sample {index}: a sample holds one video or images, not both; split it into two samples."
-                    )
-                clip, sample_images, sample_regions, groups = self._video_regions(index, video, sample_regions)
-            else:
-                groups = [[(i, None)] for i in range(len(sample_regions))]
-            region_ids = [region for region, group in enumerate(groups) for _ in group]
-            sample_crops, image_ids = self._sample_crops(index, sample_images, sample_regions, region_ids)
-            crops.extend(sample_crops)
-            for group in groups:
-                pieces = [
-                    ("" if time is None else f"Time {round(time, 1)}:") + REGION_TOKEN * sample_crops[i].num_tokens
-                    for i, time in group
-                ]
-                prompt = prompt.replace(REGION_PLACEHOLDER, "[" + ",".join(pieces) + "]", 1)
-            if sample_crops:
-                patch_groups = {"region": [c.image for c in sample_crops]}
-                if self.object_only:
-                    patch_groups["region_global"], patch_groups["region_local"] = self._context_views(
-                        sample_images, sample_crops, image_ids, view_ids
-                    )
-                for group, group_images in patch_groups.items():
-                    # The original divides the pixel budget by the number of regions of the sample, for every group.
-                    patches = self._patchify(group_images, budget_divisor=len(sample_crops))
-                    region_features[f"{group}_pixel_values"].append(patches["pixel_values"])
-                    region_features[f"{group}_grid_thw"].append(patches["image_grid_thw"])
-            if self.object_only:
-                for placeholder in (IMAGE_TOKEN, VIDEO_PLACEHOLDER):
-                    prompt = prompt.replace(placeholder + "\n", "").replace(placeholder, "")
-            elif clip is not None:
-                prompt = self._expand_video(index, prompt, clip, video_features)
-            else:
-                prompt = self._expand_images(index, prompt, sample_images, image_features)
+        prompts, crops, view_ids = [], [], []
+        features: dict[str, list] = {key: [] for key in (*IMAGE_KEYS, *VIDEO_KEYS, *REGION_PATCH_KEYS)}
+        for index, sample in enumerate(zip(texts, rgb_images, batch_regions, batch_videos)):
+            prompt, sample_crops = self._process_sample(index, *sample, features, view_ids)
             prompts.append(prompt)
+            crops.extend(sample_crops)
 
         text_inputs = self.tokenizer(
             prompts, padding=True, padding_side=padding_side, return_tensors="pt", add_special_tokens=False, **kwargs
         )
         data = dict(text_inputs)
-        for features in (image_features, video_features):
-            if features[next(iter(features))]:
-                data.update({key: torch.cat(value) for key, value in features.items()})
+        data.update({key: torch.cat(value) for key, value in features.items() if value})
         if crops:
-            data.update({key: torch.cat(value) for key, value in region_features.items() if value})
             data.update(self._region_tensors(crops))
             if self.object_only:
                 data["region_view_ids"] = torch.tensor(view_ids, dtype=torch.long)
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _process_sample(
+        self,
+        index: int,
+        prompt: str,
+        sample_images: list[np.ndarray],
+        sample_regions: list,
+        video: Any,
+        features: dict[str, list],
+        view_ids: list[int],
+    ) -> tuple[str, list[ObjectCrop]]:
+        """One sample: its crops (and Lite views), media patches appended to `features`, and its expanded prompt."""
+        num_placeholders = prompt.count(REGION_PLACEHOLDER)
+        if num_placeholders != len(sample_regions):
+            raise ValueError(
+                f"sample {index}: the text has {num_placeholders} {REGION_PLACEHOLDER} placeholder(s) but "
+                f"{len(sample_regions)} region(s) were given; pass exactly one region per {REGION_PLACEHOLDER}, "
+                "in order."
+            )
+        clip = None
+        if video is not None:
+            if sample_images:
+                raise ValueError(
+                    f"sample {index}: a sample holds one video or images, not both; split it into two samples."
+                )
+            clip, sample_images, sample_regions, groups = self._video_regions(index, video, sample_regions)
+        else:
+            groups = [[(i, None)] for i in range(len(sample_regions))]
+        region_ids = [region for region, group in enumerate(groups) for _ in group]
+        sample_crops, image_ids = self._sample_crops(index, sample_images, sample_regions, region_ids)
+        for group in groups:
+            pieces = [
+                ("" if time is None else f"Time {round(time, 1)}:") + REGION_TOKEN * sample_crops[i].num_tokens
+                for i, time in group
+            ]
+            prompt = prompt.replace(REGION_PLACEHOLDER, "[" + ",".join(pieces) + "]", 1)
+        if sample_crops:
+            patch_groups = {"region": [c.image for c in sample_crops]}
+            if self.object_only:
+                patch_groups["region_global"], patch_groups["region_local"] = self._context_views(
+                    sample_images, sample_crops, image_ids, view_ids
+                )
+            for group, group_images in patch_groups.items():
+                # The original divides the pixel budget by the number of regions of the sample, for every group.
+                patches = self._patchify(group_images, budget_divisor=len(sample_crops))
+                features[f"{group}_pixel_values"].append(patches["pixel_values"])
+                features[f"{group}_grid_thw"].append(patches["image_grid_thw"])
+        if self.object_only:
+            for placeholder in (IMAGE_TOKEN, VIDEO_PLACEHOLDER):
+                prompt = prompt.replace(placeholder + "\n", "").replace(placeholder, "")
+        elif clip is not None:
+            prompt = self._expand_video(index, prompt, clip, features)
+        else:
+            prompt = self._expand_images(index, prompt, sample_images, features)
+        return prompt, sample_crops
 
     @staticmethod
     def _videos_per_sample(videos: Any, batch_size: int) -> list:
@@ -391,7 +398,7 @@ class PixelReferProcessor(ProcessorMixin):
         except ValueError as error:
             raise ValueError(f"sample {index}: {error}") from error
 
-    def _expand_video(self, index: int, prompt: str, clip: VideoClip, video_features: dict[str, list]) -> str:
+    def _expand_video(self, index: int, prompt: str, clip: VideoClip, features: dict[str, list]) -> str:
         """Patches of the sampled frames and the prompt's `<video>` expanded into per-frame timestamps and tokens."""
         if prompt.count(VIDEO_PLACEHOLDER) != 1:
             raise ValueError(
@@ -405,10 +412,10 @@ class PixelReferProcessor(ProcessorMixin):
         grids = patches["image_grid_thw"]
         num_frames, height, width = len(clip.frames), int(grids[0, 1]), int(grids[0, 2])
         keep = self._compression_mask(patches["pixel_values"], num_frames, merge)
-        video_features["pixel_values_videos"].append(patches["pixel_values"])
-        video_features["video_grid_thw"].append(torch.tensor([[num_frames, height, width]]))
-        video_features["video_merge_sizes"].append(torch.tensor([merge]))
-        video_features["video_compression_mask"].append(keep.flatten())
+        features["pixel_values_videos"].append(patches["pixel_values"])
+        features["video_grid_thw"].append(torch.tensor([[num_frames, height, width]]))
+        features["video_merge_sizes"].append(torch.tensor([merge]))
+        features["video_compression_mask"].append(keep.flatten())
         frames_text = ",".join(
             f"Time {round(t, 1)}s:" + VIDEO_TOKEN * int(n) for t, n in zip(clip.timestamps, keep.sum(-1))
         )
@@ -480,9 +487,7 @@ class PixelReferProcessor(ProcessorMixin):
         size["longest_edge"] = size["longest_edge"] // (budget_divisor or len(images))
         return self.image_processor(images=images, size=size, return_tensors="pt")
 
-    def _expand_images(
-        self, index: int, prompt: str, images: list[np.ndarray], image_features: dict[str, list]
-    ) -> str:
+    def _expand_images(self, index: int, prompt: str, images: list[np.ndarray], features: dict[str, list]) -> str:
         num_placeholders = prompt.count(IMAGE_TOKEN)
         if num_placeholders != len(images):
             raise ValueError(
@@ -493,8 +498,8 @@ class PixelReferProcessor(ProcessorMixin):
         if not images:
             return prompt
         patches = self._patchify(images)
-        for key in image_features:
-            image_features[key].append(patches[key])
+        for key in IMAGE_KEYS:
+            features[key].append(patches[key])
         merge = patches["image_merge_sizes"] ** 2
         pieces = prompt.split(IMAGE_TOKEN)
         counts = (patches["image_grid_thw"].prod(-1) // merge).tolist()
