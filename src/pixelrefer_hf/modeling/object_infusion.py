@@ -36,21 +36,20 @@ class PixelReferObjectInfusion(nn.Module):
         Returns:
             `(R, T, C)` object tokens with their context infused.
         """
-        query = self.local_norm(objects)
-        objects = (
-            objects
-            + self.local_attention(
-                query, local_context, local_context, key_padding_mask=local_padding, need_weights=False
-            )[0]
-        )
-        query = self.global_norm(objects)
-        objects = (
-            objects
-            + self.global_attention(
-                query, global_context, global_context, key_padding_mask=global_padding, need_weights=False
-            )[0]
-        )
-        return objects
+        objects = self._attend(self.local_norm, self.local_attention, objects, local_context, local_padding)
+        return self._attend(self.global_norm, self.global_attention, objects, global_context, global_padding)
+
+    @staticmethod
+    def _attend(
+        norm: nn.LayerNorm,
+        attention: nn.MultiheadAttention,
+        objects: torch.Tensor,
+        context: torch.Tensor,
+        padding: torch.BoolTensor | None,
+    ) -> torch.Tensor:
+        """`objects + attention(norm(objects), context, context)`: the query alone is normalised."""
+        query = norm(objects)
+        return objects + attention(query, context, context, key_padding_mask=padding, need_weights=False)[0]
 
 
 __all__ = ["PixelReferObjectInfusion"]
