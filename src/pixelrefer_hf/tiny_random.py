@@ -7,8 +7,8 @@ and the tests' models.
 
 import torch
 from transformers import Sam2VideoConfig, Sam2VideoModel
-from transformers.models.video_llama_3.image_processing_pil_video_llama_3 import VideoLlama3ImageProcessorPil
 
+from .conversion.convert_original import original_processor
 from .modeling import PixelReferConfig, PixelReferForConditionalGeneration
 from .processing import PixelReferProcessor
 from .processing.masklets import MaskletPropagator
@@ -50,16 +50,7 @@ def tiny_config(object_only: bool = False, mask_num: int = 32) -> PixelReferConf
 
 def build_processor(object_only: bool = False, mask_num: int = 32) -> PixelReferProcessor:
     """Processor with the settings of the original release (DAMOVL image processor, offline Qwen2.5 tokenizer)."""
-    image_processor = VideoLlama3ImageProcessorPil(
-        min_pixels=3136, max_pixels=1857492, image_mean=[0.5] * 3, image_std=[0.5] * 3, merge_size=1
-    )
-    return PixelReferProcessor(
-        image_processor,
-        build_qwen2_5_tokenizer(),
-        mask_num=mask_num,
-        object_only=object_only,
-        max_object_patches=50 if object_only else 100,
-    )
+    return original_processor(build_qwen2_5_tokenizer(), mask_num=mask_num, object_only=object_only)
 
 
 def build_tiny_random(

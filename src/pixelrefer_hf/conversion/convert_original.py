@@ -191,23 +191,42 @@ def _tokenizer_class(src: Path) -> type:
     return (name and tokenizer_class_from_name(name)) or AutoTokenizer
 
 
+def original_processor(
+    tokenizer,
+    *,
+    mask_num: int,
+    object_only: bool,
+    use_token_compression: bool = True,
+    preprocessor: dict | None = None,
+) -> PixelReferProcessor:
+    """A processor with the original release's settings: the DAMOVL image processor (`preprocessor` overrides its
+    defaults, e.g. from the encoder's `preprocessor_config.json`) and the variant's object-shrinking threshold."""
+    settings = dict(DAMOVL_PREPROCESSOR_DEFAULTS)
+    settings.update({k: v for k, v in (preprocessor or {}).items() if k in settings})
+    return PixelReferProcessor(
+        VideoLlama3ImageProcessorPil(merge_size=1, **settings),
+        tokenizer,
+        mask_num=mask_num,
+        object_only=object_only,
+        max_object_patches=50 if object_only else 100,
+        use_token_compression=use_token_compression,
+    )
+
+
 def build_processor(src: Path, original: dict, config: PixelReferConfig) -> PixelReferProcessor | None:
     """The processor of the converted folder, or None when the original folder has no tokenizer."""
     if not any((src / name).is_file() for name in ("tokenizer.json", "vocab.json", "tokenizer_config.json")):
         return None
-    tokenizer = _tokenizer_class(src).from_pretrained(src)
     preprocessor_file = src / original.get("mm_vision_encoder", "") / "preprocessor_config.json"
-    settings = dict(DAMOVL_PREPROCESSOR_DEFAULTS)
+    preprocessor = None
     if original.get("mm_vision_encoder") and preprocessor_file.is_file():
-        settings.update({k: v for k, v in json.loads(preprocessor_file.read_text()).items() if k in settings})
-    image_processor = VideoLlama3ImageProcessorPil(merge_size=1, **settings)
-    return PixelReferProcessor(
-        image_processor,
-        tokenizer,
+        preprocessor = json.loads(preprocessor_file.read_text())
+    return original_processor(
+        _tokenizer_class(src).from_pretrained(src),
         mask_num=config.mask_num,
         object_only=config.object_only,
-        max_object_patches=50 if config.object_only else 100,
         use_token_compression=config.use_token_compression,
+        preprocessor=preprocessor,
     )
 
 
@@ -312,4 +331,4 @@ def _generation_config(src: Path, original: dict) -> GenerationConfig:
     return GenerationConfig(**settings)
 
 
-__all__ = ["ConversionReport", "convert_checkpoint", "load_original_state_dict", "map_key"]
+__all__ = ["ConversionReport", "convert_checkpoint", "load_original_state_dict", "map_key", "original_processor"]
