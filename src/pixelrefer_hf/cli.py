@@ -43,26 +43,29 @@ def load_image(path: str | Path | None = None) -> Image.Image:
         return ImageOps.exif_transpose(Image.open(file)).convert("RGB")
 
 
-def parse_box(text: str) -> dict[str, list[float]]:
-    """`"x0,y0,x1,y1"` (pixels, x1 and y1 exclusive) -> `{"box": [x0, y0, x1, y1]}`."""
+def _pixel_numbers(text: str, what: str, layout: str) -> list[float]:
+    """`"a,b,..."` -> as many numbers as `layout` names, or an argparse error saying what to pass."""
+    count = layout.count(",") + 1
     try:
         values = [float(value) for value in text.split(",")]
     except ValueError:
         values = []
-    if len(values) != 4:
-        raise argparse.ArgumentTypeError(f"box {text!r} is not x0,y0,x1,y1 (4 comma-separated numbers, in pixels)")
+    if len(values) != count:
+        raise argparse.ArgumentTypeError(
+            f"{what} {text!r} is not {layout} ({count} comma-separated numbers, in pixels)"
+        )
+    return values
+
+
+def parse_box(text: str) -> dict[str, list[float]]:
+    """`"x0,y0,x1,y1"` (pixels, x1 and y1 exclusive) -> `{"box": [x0, y0, x1, y1]}`."""
+    values = _pixel_numbers(text, "box", "x0,y0,x1,y1")
     return {"box": [int(v) if v.is_integer() else v for v in values]}
 
 
 def parse_point(text: str) -> dict[str, list[list[float]]]:
     """`"x,y"` (pixels) -> `{"points": [[x, y]]}`: one object marked by one point, segmented with SAM2."""
-    try:
-        values = [float(value) for value in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) != 2:
-        raise argparse.ArgumentTypeError(f"point {text!r} is not x,y (2 comma-separated numbers, in pixels)")
-    return {"points": [values]}
+    return {"points": [_pixel_numbers(text, "point", "x,y")]}
 
 
 def read_mask(path: str) -> dict[str, np.ndarray]:
