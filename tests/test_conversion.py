@@ -113,3 +113,27 @@ def test_vision_config_inferred_without_local_encoder_folder():
         "num_channels": 3,
         "patch_size": 14,
     }
+
+
+@pytest.mark.parametrize(
+    "settings, image_budget",
+    [
+        ({}, 8192 * 14 * 14),  # the release: mm_max_length 8192, spatial_merge_size 2
+        ({"mm_max_length": 2048}, 2048 * 14 * 14),
+        ({"mm_max_length": None, "spatial_merge_size": 2}, (9477 // 4) * 14 * 14),  # the original's default
+    ],
+)
+def test_pixel_budget_comes_from_the_checkpoint_config(original_copy, tmp_path, settings, image_budget):
+    """The original overrides its preprocessor's max_pixels with mm_max_length * (merge * patch)**2 and divides it
+    by merge**2 for images; the converted processor config carries that budget (and the video merge size)."""
+    config = json.loads((original_copy / "config.json").read_text())
+    config.update({k: v for k, v in settings.items() if v is not None})
+    for key in (k for k, v in settings.items() if v is None):
+        config.pop(key)
+    (original_copy / "config.json").write_text(json.dumps(config))
+    convert_checkpoint(original_copy, tmp_path / "out", progress=False)
+    saved = json.loads((tmp_path / "out" / "processor_config.json").read_text())
+    assert saved["image_processor"]["size"]["longest_edge"] == image_budget
+    assert saved["video_merge_size"] == config["spatial_merge_size"]
+    processor = AutoProcessor.from_pretrained(tmp_path / "out")
+    assert processor.image_processor.size["longest_edge"] == image_budget

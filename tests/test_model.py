@@ -162,8 +162,34 @@ def test_crop_resized_by_the_image_processor(model_and_processor):
         inputs = processor(text="<image><region>", images=image, regions=[[{"box": [0, 0, 330, 215]}]])
     finally:
         processor.image_processor.size = size
-    assert not torch.equal(inputs["region_grid_thw"][:, 1:], inputs["region_mask_hw"])
+    crop_hw, mask_hw = inputs["region_grid_thw"][0, 1:].tolist(), inputs["region_mask_hw"][0].tolist()
+    assert crop_hw != mask_hw
+    tokenizer = model.model.object_tokenizer
     with torch.no_grad():
+        grid = inputs["region_grid_thw"]
+        (features,) = model.model.encode_vision([(inputs["region_pixel_values"], grid, torch.ones_like(grid[:, 0]))])
+        cells, valid, _ = tokenizer.masked_cells(
+            features,
+            grid[:, 1:],
+            inputs["region_masks"],
+            inputs["region_mask_hw"],
+            inputs["region_boxes"],
+            inputs["region_image_sizes"],
+        )
+        # The original's order (MaskExtractor.forward, then MaskPooling): embed the box positions on the CROP grid
+        # (generate_position_tensor with the (top, left, bottom, right) box it passes as (x0, y0, x1, y1)), add them
+        # to the features, then resize features + positions bilinearly to the mask grid.
+        (h, w), (x0, y0, x1, y1) = crop_hw, inputs["region_boxes"][0].tolist()
+        raw_h, raw_w = inputs["region_image_sizes"][0].tolist()
+        top, left, bottom, right = y0, x0, y1, x1
+        first = ((torch.arange(w) / w).repeat(h, 1) * (bottom - top) + top) / (raw_w - 1)
+        second = ((torch.arange(h) / h)[:, None].repeat(1, w) * (right - left) + left) / (raw_h - 1)
+        embedded = features.view(h, w, -1) + tokenizer.box_position_embedding(torch.stack([first, second], -1))
+        resized = torch.nn.functional.interpolate(
+            embedded.permute(2, 0, 1)[None], size=tuple(mask_hw), mode="bilinear", align_corners=False
+        )[0].permute(1, 2, 0)
+        expected = resized.reshape(-1, resized.shape[-1])[inputs["region_masks"] > 0]
+        torch.testing.assert_close(cells[0][valid[0]], expected, rtol=0, atol=1e-6)
         logits = model(**inputs).logits
     assert torch.isfinite(logits).all()
 

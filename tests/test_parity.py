@@ -161,8 +161,9 @@ def test_vision_and_object_tokens(case, model_and_inputs):
             assert_close(crop.view(expected.shape), expected, FEATURE_ATOL, f"crop_features_grid_{i}")
 
         tokenizer = inner.object_tokenizer
-        positions = box_position_grid(inputs["region_mask_hw"], inputs["region_boxes"], inputs["region_image_sizes"])
-        pos_emb = tokenizer.box_position_embedding(positions).split(inputs["region_mask_hw"].prod(-1).tolist())
+        # The original embeds the box positions on the crop's patch grid (before any resize to the mask grid).
+        positions = box_position_grid(grids, inputs["region_boxes"], inputs["region_image_sizes"])
+        pos_emb = tokenizer.box_position_embedding(positions).split(grids.prod(-1).tolist())
         for i, emb in enumerate(pos_emb):
             assert_close(emb.view(golden[f"pos_emb_{i}"].shape), golden[f"pos_emb_{i}"], FEATURE_ATOL, f"pos_emb_{i}")
 

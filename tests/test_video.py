@@ -1,5 +1,7 @@
 """Video decoding and sampling, video inputs of the processor and model, and clear errors on bad videos."""
 
+import json
+import math
 from functools import cache
 from importlib.resources import files
 
@@ -224,3 +226,42 @@ def test_sam2_masklet_end_to_end(model_and_processor):
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 3
+
+
+def original_smart_resize(height, width, factor, min_pixels, max_pixels):
+    """The original release's `smart_resize` (pixelrefer/model/damovl_encoder/image_processing.py), for sizes of at
+    least `factor`."""
+    h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar, w_bar = math.floor(height / beta / factor) * factor, math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def test_video_frames_get_the_original_pixel_budget(converted):
+    """720p frames, 10 of them, bind the budget: each frame gets the size the original gives it."""
+    case = discover(variant="full")[0]
+    _, processor = _load(converted(case.checkpoint))
+    config = json.loads((case.checkpoint / "config.json").read_text())
+    merge, patch, num_frames = config["spatial_merge_size"], 14, 10
+    # The original's encoder loader sets max_pixels = mm_max_length * (merge * patch)**2; a video is processed with
+    # image_downsampling = merge, so its preprocessing divides that by (merge / merge)**2 = 1 and then by the number
+    # of frames, with smart_resize factor patch * merge (6,422,528 // 10 for the release's mm_max_length 8192).
+    frame_budget = int(config["mm_max_length"] * (merge * patch) ** 2 / (merge / merge) ** 2) // num_frames
+    height, width = original_smart_resize(720, 1280, patch * merge, 3136, frame_budget)
+    frames = np.random.default_rng(0).integers(0, 256, (num_frames, 720, 1280, 3), dtype=np.uint8)
+    clip = VideoClip(
+        frames=frames,
+        indices=list(range(num_frames)),
+        timestamps=[float(i) for i in range(num_frames)],
+        fps=1.0,
+        num_source_frames=num_frames,
+    )
+    inputs = processor(
+        text="<video>\nWhat is <region>?", videos=[clip], regions=[[{"frame": 0, "box": [9, 9, 99, 99]}]]
+    )
+    assert (height, width) != original_smart_resize(720, 1280, patch * merge, 3136, 1857492 * merge**2 // num_frames)
+    assert inputs["video_grid_thw"].tolist() == [[num_frames, height // patch, width // patch]]

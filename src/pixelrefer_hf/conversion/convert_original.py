@@ -46,9 +46,10 @@ UNUSED_KEYS = [r"^model\.region_encoder\.mask_embedding\.(weight|bias)$"]
 
 # SigLIP-NaViT (VL3-SigLIP-NaViT) has 72-dimensional attention heads; used when its config is not available locally.
 SIGLIP_NAVIT_HEAD_DIM = 72
+# The DAMOVL preprocessor's settings the original keeps; its `max_pixels` is replaced when the encoder is loaded
+# (see `original_pixel_budget`).
 DAMOVL_PREPROCESSOR_DEFAULTS = {
     "min_pixels": 3136,
-    "max_pixels": 1857492,
     "image_mean": [0.5, 0.5, 0.5],
     "image_std": [0.5, 0.5, 0.5],
     "patch_size": 14,
@@ -191,6 +192,17 @@ def _tokenizer_class(src: Path) -> type:
     return (name and tokenizer_class_from_name(name)) or AutoTokenizer
 
 
+def original_pixel_budget(max_vision_tokens: int, spatial_merge_size: int, patch_size: int) -> int:
+    """Most pixels of one image (before the division among the images of a call) in the original release.
+
+    Its encoder loader overrides the preprocessor's `max_pixels` with `mm_max_length * (merge * patch)**2`, and its
+    preprocessing divides that by `(merge / image_downsampling)**2`; images and crops use `image_downsampling=1`.
+    Video frames use `image_downsampling=merge`, i.e. `merge**2` times this budget (see `PixelReferProcessor`).
+    """
+    max_pixels = max_vision_tokens * (spatial_merge_size * patch_size) ** 2
+    return int(max_pixels / spatial_merge_size**2)
+
+
 def original_processor(
     tokenizer,
     *,
@@ -198,11 +210,15 @@ def original_processor(
     object_only: bool,
     use_token_compression: bool = True,
     preprocessor: dict | None = None,
+    max_vision_tokens: int = 8192,
+    spatial_merge_size: int = 2,
 ) -> PixelReferProcessor:
     """A processor with the original release's settings: the DAMOVL image processor (`preprocessor` overrides its
-    defaults, e.g. from the encoder's `preprocessor_config.json`) and the variant's object-shrinking threshold."""
+    defaults, e.g. from the encoder's `preprocessor_config.json`), the pixel budget of the checkpoint's
+    `mm_max_length` (`max_vision_tokens`) and `spatial_merge_size`, and the variant's object-shrinking threshold."""
     settings = dict(DAMOVL_PREPROCESSOR_DEFAULTS)
     settings.update({k: v for k, v in (preprocessor or {}).items() if k in settings})
+    settings["max_pixels"] = original_pixel_budget(max_vision_tokens, spatial_merge_size, settings["patch_size"])
     return PixelReferProcessor(
         VideoLlama3ImageProcessorPil(merge_size=1, **settings),
         tokenizer,
@@ -210,6 +226,7 @@ def original_processor(
         object_only=object_only,
         max_object_patches=50 if object_only else 100,
         use_token_compression=use_token_compression,
+        video_merge_size=spatial_merge_size,
     )
 
 
@@ -221,12 +238,16 @@ def build_processor(src: Path, original: dict, config: PixelReferConfig) -> Pixe
     preprocessor = None
     if original.get("mm_vision_encoder") and preprocessor_file.is_file():
         preprocessor = json.loads(preprocessor_file.read_text())
+    merge = original.get("spatial_merge_size", 2)
     return original_processor(
         _tokenizer_class(src).from_pretrained(src),
         mask_num=config.mask_num,
         object_only=config.object_only,
         use_token_compression=config.use_token_compression,
         preprocessor=preprocessor,
+        # The original's default when a config has no `mm_max_length`.
+        max_vision_tokens=original.get("mm_max_length", 9477 // merge**2),
+        spatial_merge_size=merge,
     )
 
 
@@ -331,4 +352,11 @@ def _generation_config(src: Path, original: dict) -> GenerationConfig:
     return GenerationConfig(**settings)
 
 
-__all__ = ["ConversionReport", "convert_checkpoint", "load_original_state_dict", "map_key", "original_processor"]
+__all__ = [
+    "ConversionReport",
+    "convert_checkpoint",
+    "load_original_state_dict",
+    "map_key",
+    "original_pixel_budget",
+    "original_processor",
+]

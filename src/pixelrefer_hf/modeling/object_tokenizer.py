@@ -151,17 +151,18 @@ class PixelReferObjectTokenizer(nn.Module):
             crop_features: `(sum(h_i * w_i), C)` vision features of the crops, row-major per crop.
             crop_grid_hw: `(R, 2)` patch grid of each crop.
             masks: `(sum(mh_i * mw_i),)` masks on each region's mask grid (> 0 marks a cell of the object).
-            mask_grid_hw: `(R, 2)` mask grid of each region; a crop grid that differs (the image processor resized
-                the crop) has its features bilinearly resized to the mask grid first.
+            mask_grid_hw: `(R, 2)` mask grid of each region; where the crop grid differs (the image processor resized
+                the crop), the position-embedded features are bilinearly resized to the mask grid, as the original
+                does (positions are embedded on the crop grid, then resized with the features).
             boxes: `(R, 4)` crop boxes (x0, y0, x1, y1) inclusive, pixels of the source image.
             image_sizes: `(R, 2)` (height, width) of each region's source image.
         Returns:
             cells `(R, max(n_i, max_tokens), C)` (row-major order, zero padded), valid `(R, max(n_i, max_tokens))`
             and the number of masked cells `n_i` of each region `(R,)`.
         """
-        features = self._features_on_mask_grid(crop_features, crop_grid_hw, mask_grid_hw)
-        positions = box_position_grid(mask_grid_hw, boxes, image_sizes).to(features.dtype)
-        features = features + self.box_position_embedding(positions)
+        positions = box_position_grid(crop_grid_hw, boxes, image_sizes).to(crop_features.dtype)
+        features = crop_features + self.box_position_embedding(positions)
+        features = self._features_on_mask_grid(features, crop_grid_hw, mask_grid_hw)
 
         num_regions = len(mask_grid_hw)
         region = torch.repeat_interleave(torch.arange(num_regions, device=features.device), mask_grid_hw.prod(-1))

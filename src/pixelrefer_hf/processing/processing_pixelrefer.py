@@ -124,6 +124,9 @@ class PixelReferProcessor(ProcessorMixin):
         local_view_size (`int`, *optional*, defaults to 224): side of Lite's object-surroundings view.
         video_fps (`float`, *optional*, defaults to 1.0): frames sampled per second of video (full model).
         video_max_frames (`int`, *optional*, defaults to 768): most frames sampled from a video.
+        video_merge_size (`int`, *optional*, defaults to 2): video frames are merged `video_merge_size**2` patches
+            to one token (full model); their pixel budget is the image budget (`image_processor.size
+            ["longest_edge"]`) times `video_merge_size**2`, shared by the sampled frames, as in the original.
         use_token_compression (`bool`, *optional*, defaults to `True`): drop video tokens that barely change from
             the previous frame (full model).
     """
@@ -141,11 +144,13 @@ class PixelReferProcessor(ProcessorMixin):
         local_view_size: int = 224,
         video_fps: float = 1.0,
         video_max_frames: int = 768,
+        video_merge_size: int = 2,
         use_token_compression: bool = True,
         **kwargs,
     ):
         self.video_fps = video_fps
         self.video_max_frames = video_max_frames
+        self.video_merge_size = video_merge_size
         self.use_token_compression = use_token_compression
         self.video_token = VIDEO_TOKEN
         self.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
@@ -405,7 +410,7 @@ class PixelReferProcessor(ProcessorMixin):
                 f"sample {index}: the text has {prompt.count(VIDEO_PLACEHOLDER)} {VIDEO_PLACEHOLDER} placeholders "
                 f"for one video; put exactly one {VIDEO_PLACEHOLDER} in the text (apply_chat_template does this)."
             )
-        merge = 2
+        merge = self.video_merge_size
         size = dict(self.image_processor.size)
         size["longest_edge"] = size["longest_edge"] * merge**2 // len(clip.frames)
         patches = self.image_processor(images=list(clip.frames), size=size, merge_size=merge, return_tensors="pt")
