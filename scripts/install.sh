@@ -7,6 +7,22 @@ if [ ! -x .venv/bin/python ]; then
 fi
 source .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null
-python -m pip install -q torch==2.13.0
+# The CPU torch: this project's machines have its wheel locally; elsewhere run with
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu (on Linux the default index has the CUDA build).
+python -m pip install -q torch==2.13.0 ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 python -m pip install -q -c constraints.txt -e ".[dev]"
-python -c "import importlib.util as u, torch; assert torch.__version__.endswith('+cpu'), torch.__version__; assert u.find_spec('torchvision') is None, 'torchvision must not be installed'"
+python - <<'EOF'
+import importlib.util
+import sys
+
+import torch
+
+
+if not torch.__version__.endswith("+cpu"):
+    sys.exit(
+        f"error: torch {torch.__version__} is not the CPU build; remove .venv and rerun with "
+        "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"
+    )
+if importlib.util.find_spec("torchvision") is not None:
+    sys.exit("error: torchvision is installed in .venv and must not be; pip uninstall torchvision")
+EOF

@@ -1,11 +1,13 @@
 """The `pixelrefer` command, run in-process on the tiny random model and the golden checkpoint (offline, CPU)."""
 
 import functools
+from importlib.metadata import version
 from importlib.resources import files
 
 import numpy as np
 import pytest
-from golden import GOLDEN_DIR
+import torch
+from golden import checkpoint_for, requires_checkpoint
 from PIL import Image
 from transformers import AutoModelForImageTextToText
 
@@ -15,7 +17,7 @@ from pixelrefer_hf.processing.processing_pixelrefer import REGION_PLACEHOLDER
 
 WTC_BOX = [425, 20, 472, 225]
 TOWER_BOX = [405, 215, 492, 385]
-CHECKPOINT = GOLDEN_DIR / "checkpoints" / "pixelrefer_tiny"
+CHECKPOINT = checkpoint_for("full")  # the golden set's original full checkpoint (None if it has none)
 CLIP = str(files("pixelrefer_hf") / "assets" / "dog_and_laptop.mp4")
 
 
@@ -123,6 +125,66 @@ def test_describe_errors(capsys, args, message):
     assert "Traceback" not in err and out == ""
 
 
+def assert_one_error_line(code: int, out: str, err: str) -> None:
+    assert code == 2
+    assert out == "" and "Traceback" not in err
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if the command loads a model or SAM2."""
+
+    def refuse(name, *args, **kwargs):
+        raise AssertionError(f"the command loaded {name!r} before refusing its arguments")
+
+    monkeypatch.setattr(cli, "load_model", refuse)
+    monkeypatch.setattr(cli, "load_segmenter", refuse)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize(
+    "args, messages",
+    [
+        (["--point", "9999,10"], ["point 9999,10", "640x422", "--point x,y", "0 <= x <= 640"]),
+        (["--video", CLIP, "--point", "10,2000"], ["point 10,2000", "frame 0 of the video", "0 <= y <="]),
+        (["--box", "1,2,3,4", "--fps", "0"], ["--fps", "'0'", "number > 0"]),
+        (["--box", "1,2,3,4", "--fps", "-1"], ["--fps", "'-1'", "number > 0"]),
+        (["--box", "1,2,3,4", "--fps", "nan"], ["--fps", "'nan'", "number > 0"]),
+        (["--box", "1,2,3,4", "--max-new-tokens", "0"], ["--max-new-tokens", "'0'", "integer >= 1"]),
+        (["--box", "1,2,3,4", "--max-new-tokens", "2.5"], ["--max-new-tokens", "'2.5'", "integer >= 1"]),
+        (["--box", "1,2,3,4", "--device", "cuda"], ["--device", "'cuda' is not available", "pass one of: cpu"]),
+        (["--box", "1,2,3,4", "--device", "cuda:1"], ["'cuda:1' is not available", "pass one of: cpu"]),
+        (["--box", "1,2,3,4", "--device", "mps"], ["'mps' is not available", "pass one of: cpu"]),
+        (["--box", "1,2,3,4", "--device", "tpu"], ["'tpu' is not a torch device", "pass one of: cpu"]),
+        (["--box", "1,2,3,4", "--device", "meta"], ["'meta' is not supported", "pass one of: cpu"]),
+    ],
+)
+def test_describe_refuses_arguments_before_loading_a_model(capsys, no_model, args, messages):
+    code, out, err = run(capsys, "describe", *args, "What is <region>?")
+    assert_one_error_line(code, out, err)
+    for message in messages:
+        assert message in err
+
+
+@pytest.mark.parametrize("files", ["none", "config and processor"])
+def test_describe_model_folder_without_weights(capsys, tmp_path, cached_tiny_model, files):
+    if files != "none":
+        model, processor = cached_tiny_model(0)
+        processor.save_pretrained(tmp_path)
+        model.config.save_pretrained(tmp_path)
+    code, out, err = run(capsys, "describe", "--model", str(tmp_path), "--box", "1,2,3,4", "What is <region>?")
+    assert_one_error_line(code, out, err)
+    assert f"cannot load model {str(tmp_path)!r}" in err and "pass a converted local folder" in err
+
+
+def test_version(capsys):
+    code, out, err = run(capsys, "--version")
+    assert code == 0 and err == ""
+    assert out == f"pixelrefer-hf {version('pixelrefer-hf')}\n"
+
+
 def test_describe_mask_of_wrong_size(capsys, tmp_path):
     path = tmp_path / "small.png"
     Image.fromarray(np.full((100, 100), 255, dtype=np.uint8)).save(path)
@@ -132,6 +194,7 @@ def test_describe_mask_of_wrong_size(capsys, tmp_path):
     assert "(100, 100)" in err and "image size" in err
 
 
+@requires_checkpoint("full")
 def test_convert_golden_checkpoint(capsys, tmp_path):
     dst = tmp_path / "converted"
     code, out, err = run(capsys, "convert", str(CHECKPOINT), str(dst), "--no-progress")

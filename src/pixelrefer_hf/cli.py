@@ -3,10 +3,13 @@ publish checkpoints on the Hub (`push`)."""
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from importlib.resources import files
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -15,7 +18,7 @@ from PIL import Image, ImageOps
 from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin, set_seed
 from transformers.utils import logging as hf_logging
 
-from . import tiny_random
+from . import __version__, tiny_random
 from .conversion import ConversionReport, PushReport, convert_checkpoint, push_checkpoint
 from .conversion.model_card import VARIANT_NAMES
 from .processing.masklets import MaskletPropagator, propagate_in_clip
@@ -34,6 +37,17 @@ EXAMPLE_QUESTION = f"What is {REGION_PLACEHOLDER}?"
 
 class CommandError(Exception):
     """A problem with the user's input, reported as one `error:` line and exit code 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argument parser that reports a usage error like a `CommandError`: one `error:` line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {_one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def load_image(path: str | Path | None = None) -> Image.Image:
@@ -68,6 +82,58 @@ def parse_point(text: str) -> dict[str, list[list[float]]]:
     return {"points": [_pixel_numbers(text, "point", "x,y")]}
 
 
+def positive_float(text: str) -> float:
+    """A finite number > 0, or an argparse error saying what to pass."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number; pass a number > 0, e.g. 1 or 0.5")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1, or an argparse error saying what to pass."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number; pass an integer >= 1, e.g. 64")
+    return value
+
+
+def available_devices() -> list[str]:
+    """The torch devices of this machine `--device` accepts: `cpu`, then `cuda` and `cuda:N`, `mps` if present."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += ["cuda", *(f"cuda:{index}" for index in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def parse_device(text: str) -> str:
+    """A torch device string this machine has (`cpu`, `cuda`, `cuda:N`, `mps`), or an argparse error listing them."""
+    choices = ", ".join(available_devices())
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device; pass one of: {choices}") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"device type {device.type!r} is not supported; pass one of: {choices}")
+    if device.type == "cuda" and torch.cuda.is_available():
+        available = device.index is None or device.index < torch.cuda.device_count()
+    else:
+        available = device.type == "cpu" or (device.type == "mps" and torch.backends.mps.is_available())
+    if not available:
+        raise argparse.ArgumentTypeError(
+            f"device {text!r} is not available on this machine (torch {torch.__version__}); pass one of: {choices}"
+        )
+    return text
+
+
 def read_mask(path: str) -> dict[str, np.ndarray]:
     """A mask PNG read as grayscale, nonzero = object -> `{"mask": (H, W) uint8 array}`."""
     try:
@@ -76,6 +142,18 @@ def read_mask(path: str) -> dict[str, np.ndarray]:
     except OSError as error:
         raise argparse.ArgumentTypeError(f"cannot read mask {path!r}: {error}") from error
     return {"mask": (gray > 0).astype(np.uint8)}
+
+
+def check_points(regions: Sequence[dict], size: tuple[int, int], where: str = "image") -> None:
+    """Refuses a `--point` outside the `(H, W)` image (before SAM2 is loaded for it)."""
+    height, width = size
+    for index, region in enumerate(regions):
+        for x, y in region.get("points", ()):
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise CommandError(
+                    f"point {x:g},{y:g} (region {index}) is outside the {width}x{height} (WxH) {where}; pass --point "
+                    f"x,y with 0 <= x <= {width} and 0 <= y <= {height}"
+                )
 
 
 def build_messages(media: dict, question: str, regions: Sequence[dict]) -> list[dict]:
@@ -118,10 +196,10 @@ def load_model(name: str, seed: int, device: str) -> tuple[PreTrainedModel, Proc
         try:
             processor = AutoProcessor.from_pretrained(name)
             model = AutoModelForImageTextToText.from_pretrained(name, dtype="auto")
-        except OSError as error:
+        except (OSError, ValueError) as error:
             raise CommandError(
-                f"cannot load model {name!r} ({error}); pass a converted local folder, a Hub id of a converted "
-                f"checkpoint, or {tiny_random.TINY_MODEL_NAME}"
+                f"cannot load model {name!r} ({error}); pass a converted local folder (with its weights), "
+                f"a Hub id of a converted checkpoint, or {tiny_random.TINY_MODEL_NAME}"
             ) from error
     return model.to(device).eval(), processor
 
@@ -144,6 +222,7 @@ def _prepare_image(args: argparse.Namespace) -> tuple[dict, list[dict], np.ndarr
     except OSError as error:
         raise CommandError(f"cannot read image {args.image!r}: {error}") from error
     frame = np.asarray(image)
+    check_points(args.regions, frame.shape[:2])
     regions = list(args.regions)
     pointed = [i for i, region in enumerate(regions) if "points" in region]
     if pointed:
@@ -160,6 +239,7 @@ def _prepare_video(args: argparse.Namespace) -> tuple[dict, list[dict], np.ndarr
         clip = load_video(args.video, fps=args.fps, extra_frames=[args.frame])
     except (ValueError, OSError) as error:
         raise CommandError(str(error)) from error
+    check_points(args.regions, clip.frame(args.frame).shape[:2], where=f"frame {args.frame} of the video")
     segmenter = load_segmenter(args.sam2, args.seed, args.device)
     try:
         regions = propagate_in_clip(segmenter, clip, args.regions, args.frame)
@@ -312,7 +392,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `pixelrefer` command."""
-    parser = argparse.ArgumentParser(prog="pixelrefer", description=__doc__)
+    parser = ArgumentParser(prog="pixelrefer", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pixelrefer-hf {_package_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="also log informational messages")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -329,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="video file or frame folder; the regions are prompts on --frame, propagated with SAM2 into masklets",
     )
     ask.add_argument("--frame", type=int, default=0, help="video frame the regions are drawn on (default: 0)")
-    ask.add_argument("--fps", type=float, default=1.0, help="video frames sampled per second (default: 1)")
+    ask.add_argument("--fps", type=positive_float, default=1.0, help="video frames sampled per second (default: 1)")
     ask.add_argument(
         "--sam2",
         default=tiny_random.TINY_MODEL_NAME,
@@ -365,10 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=tiny_random.TINY_MODEL_NAME,
         help=f"converted folder or Hub id (default: {tiny_random.TINY_MODEL_NAME}, random weights)",
     )
-    ask.add_argument("--max-new-tokens", type=int, default=64, help="longest answer, in tokens (default: 64)")
+    ask.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest answer, in tokens (default: 64)")
     ask.add_argument("--seed", type=int, default=0, help="random seed, also of the tiny model's weights (default: 0)")
     ask.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if any)"
+        "--device",
+        type=parse_device,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device: cpu, cuda, cuda:N or mps, when present (default: cuda if any)",
     )
     ask.add_argument("--save-vis", type=Path, metavar="OUT.png", help="save a picture of the regions and their crops")
     ask.set_defaults(handler=describe)
@@ -437,6 +521,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _package_version() -> str:
+    try:
+        return version("pixelrefer-hf")
+    except PackageNotFoundError:  # a source tree on sys.path, not installed
+        return __version__
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the `pixelrefer` command; returns its exit code (2 for a usage or input error)."""
     parser = build_parser()
@@ -453,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except CommandError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
     finally:
         package_logger.removeHandler(handler)
