@@ -7,10 +7,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from golden import GOLDEN_DIR  # noqa: E402
+from golden import GOLDEN_DIR, golden_set_problem  # noqa: E402
 
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_configure(config):
+    """Stops the run with one message, before collection, when the golden set is missing or holds no case."""
+    problem = golden_set_problem()
+    if problem:
+        raise pytest.UsageError(problem)
 
 
 @pytest.fixture(scope="session")
@@ -32,5 +39,4 @@ def converted(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
-    assert (GOLDEN_DIR / "cases").is_dir(), f"no golden set at {GOLDEN_DIR} (set PIXELREFER_GOLDEN_DIR)"
     return GOLDEN_DIR

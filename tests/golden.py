@@ -1,16 +1,20 @@
 """Access to a golden set (inputs and outputs of the original PixelRefer code), discovered from its manifests.
 
-The set lives in `$PIXELREFER_GOLDEN_DIR` (default: `tests/fixtures/golden`). Nothing here names a case: every case
-is found by its `cases/*/manifest.json`.
+The set lives in `$PIXELREFER_GOLDEN_DIR` (default: `tests/fixtures/golden`). Nothing here names a case or a
+checkpoint folder: every case is found by its `cases/*/manifest.json`, every checkpoint by the manifests'
+`"checkpoint"` fields and by the `model_type` in `checkpoints/*/config.json`. A set may lack a variant (only full or
+only Lite) or a modality; tests that need what the set lacks are skipped with a reason (`requires_checkpoint`,
+`requires_case`, `variant_params`, `checkpoints()[variant]`, `need_case`).
 """
 
 import json
 import os
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from pixelrefer_hf.processing.video import VideoClip
@@ -18,6 +22,9 @@ from pixelrefer_hf.processing.video import VideoClip
 
 FIXTURES = Path(__file__).parent / "fixtures" / "golden"
 GOLDEN_DIR = Path(os.environ.get("PIXELREFER_GOLDEN_DIR", FIXTURES))
+VARIANTS = ("full", "lite")
+# The original checkpoints' config.json model_type, per variant.
+MODEL_TYPES = {"full": "pixelrefer_qwen2", "lite": "pixelreferlite_qwen2"}
 
 
 @dataclass
@@ -138,3 +145,110 @@ class GoldenCase:
 def discover(variant: str | None = None, modal: str | None = None) -> list[GoldenCase]:
     cases = [GoldenCase(p.parent) for p in sorted((GOLDEN_DIR / "cases").glob("*/manifest.json"))]
     return [c for c in cases if (variant is None or c.variant == variant) and (modal is None or c.modal == modal)]
+
+
+def golden_set_problem() -> str | None:
+    """Why `GOLDEN_DIR` cannot be used as a golden set, or None when it can."""
+    what = (
+        "a golden set holds cases/<case>/manifest.json (with inputs.npz, preprocess.npz, model.npz) and the "
+        'checkpoint folders the manifests name in their "checkpoint" field (relative to the set, with config.json '
+        f"of model_type {' or '.join(MODEL_TYPES.values())}); see {FIXTURES / 'README.md'}"
+    )
+    where = (
+        f"PIXELREFER_GOLDEN_DIR={os.environ['PIXELREFER_GOLDEN_DIR']!r}: "
+        if "PIXELREFER_GOLDEN_DIR" in os.environ
+        else ""
+    )
+    if not GOLDEN_DIR.is_dir():
+        return f"{where}the golden set folder {GOLDEN_DIR} does not exist; {what}"
+    try:
+        cases = discover()
+        missing = sorted({str(c.checkpoint) for c in cases if not (c.checkpoint / "config.json").is_file()})
+    except (OSError, ValueError, KeyError) as error:
+        return f"{where}the golden set at {GOLDEN_DIR} has an unreadable manifest ({error!r}); {what}"
+    if not cases:
+        return f"{where}the golden set folder {GOLDEN_DIR} has no cases/*/manifest.json; {what}"
+    if missing:
+        return f"{where}the golden set at {GOLDEN_DIR} names checkpoint folders without config.json: {missing}; {what}"
+    return None
+
+
+class ByVariant(dict):
+    """A dict keyed by variant; a variant the golden set lacks skips the test that asks for it."""
+
+    def __missing__(self, variant: str):
+        pytest.skip(missing_checkpoint_reason(variant))
+
+
+def missing_checkpoint_reason(variant: str) -> str:
+    return (
+        f"the golden set at {GOLDEN_DIR} has no {variant} checkpoint (config.json model_type {MODEL_TYPES[variant]})"
+    )
+
+
+def missing_case_reason(variant: str | None = None, modal: str | None = None) -> str:
+    what = " ".join(x for x in (variant, modal) if x) or "any"
+    return f"the golden set at {GOLDEN_DIR} has no {what} case"
+
+
+@cache
+def checkpoints() -> ByVariant:
+    """The original checkpoint folder of each variant the set holds: the folders the manifests name first (in case
+    order), then `checkpoints/*/`; a folder's variant is its config.json `model_type`."""
+    candidates = [case.checkpoint for case in discover()] + sorted(
+        p.parent for p in GOLDEN_DIR.glob("checkpoints/*/config.json")
+    )
+    found = ByVariant()
+    for folder in candidates:
+        try:
+            model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError):
+            continue
+        for variant, expected in MODEL_TYPES.items():
+            if model_type == expected:
+                found.setdefault(variant, folder)
+    return found
+
+
+def checkpoint_for(variant: str) -> Path | None:
+    """The original checkpoint folder of `variant` ("full" or "lite"), or None when the set has none."""
+    return checkpoints().get(variant)
+
+
+def first_case(variant: str | None = None, modal: str | None = None) -> GoldenCase | None:
+    """The first case (in name order) of that variant and modality, or None when the set has none."""
+    return next(iter(discover(variant=variant, modal=modal)), None)
+
+
+def need_case(variant: str | None = None, modal: str | None = None) -> GoldenCase:
+    """`first_case`, skipping the calling test or fixture when the set has no such case."""
+    case = first_case(variant, modal)
+    if case is None:
+        pytest.skip(missing_case_reason(variant, modal))
+    return case
+
+
+def requires_checkpoint(variant: str):
+    """Marks a test that needs the original checkpoint of `variant`: skipped with a reason when the set lacks it."""
+    return pytest.mark.skipif(checkpoint_for(variant) is None, reason=missing_checkpoint_reason(variant))
+
+
+def requires_case(variant: str | None = None, modal: str | None = None):
+    """Marks a test that needs a case of that variant and modality: skipped with a reason when the set lacks one."""
+    return pytest.mark.skipif(first_case(variant, modal) is None, reason=missing_case_reason(variant, modal))
+
+
+def variant_params() -> list:
+    """The variants "full" and "lite" as parameters, each skipped with a reason where the set lacks its checkpoint."""
+    return [pytest.param(variant, marks=requires_checkpoint(variant), id=variant) for variant in VARIANTS]
+
+
+def case_params(cases: list[GoldenCase], reason: str) -> list:
+    """Cases as parameters named by case; one skipped parameter with `reason` when there is none."""
+    if not cases:
+        return [
+            pytest.param(
+                None, marks=pytest.mark.skip(reason=f"the golden set at {GOLDEN_DIR} has {reason}"), id="none"
+            )
+        ]
+    return [pytest.param(case, id=case.name) for case in cases]

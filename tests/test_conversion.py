@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 import torch
-from golden import GOLDEN_DIR
+from golden import checkpoint_for, requires_checkpoint
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -14,7 +14,8 @@ from pixelrefer_hf.conversion import convert_checkpoint
 from pixelrefer_hf.conversion.convert_original import _vision_config, map_key
 
 
-FULL = GOLDEN_DIR / "checkpoints" / "pixelrefer_tiny"
+FULL = checkpoint_for("full")  # the golden set's original full checkpoint, whatever its folder is called
+pytestmark = requires_checkpoint("full")
 
 
 @pytest.fixture
@@ -118,7 +119,7 @@ def test_vision_config_inferred_without_local_encoder_folder():
 @pytest.mark.parametrize(
     "settings, image_budget",
     [
-        ({}, 8192 * 14 * 14),  # the release: mm_max_length 8192, spatial_merge_size 2
+        ({"mm_max_length": 8192, "spatial_merge_size": 2}, 8192 * 14 * 14),  # the release's settings
         ({"mm_max_length": 2048}, 2048 * 14 * 14),
         ({"mm_max_length": None, "spatial_merge_size": 2}, (9477 // 4) * 14 * 14),  # the original's default
     ],

@@ -5,19 +5,19 @@ import json
 import numpy as np
 import pytest
 import torch
-from golden import discover
+from golden import checkpoint_for, checkpoints
 from transformers import AutoProcessor
 
 import pixelrefer_hf  # noqa: F401
 from pixelrefer_hf import PixelReferProcessor
 
 
-CASE = discover(variant="full", modal="image")[0]
+CHECKPOINT = checkpoint_for("full")  # None where the golden set has no full checkpoint: the tests skip then
 
 
 @pytest.fixture(scope="module")
 def processor(converted):
-    return AutoProcessor.from_pretrained(converted(CASE.checkpoint))
+    return AutoProcessor.from_pretrained(converted(checkpoints()["full"]))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def box_mask(shape, x0, y0, x1, y1):
 
 def test_autoprocessor_class(processor):
     assert isinstance(processor, PixelReferProcessor)
-    assert processor.mask_num == json.loads((CASE.checkpoint / "config.json").read_text())["mask_num"]
+    assert processor.mask_num == json.loads((CHECKPOINT / "config.json").read_text())["mask_num"]
     assert type(processor.image_processor).__name__ == "VideoLlama3ImageProcessorPil"
 
 

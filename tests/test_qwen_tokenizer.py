@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import unicodedata
 from pathlib import Path
 
 import pytest
+from golden import GOLDEN_DIR, checkpoint_for
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pixelrefer_hf.processing import qwen_tokenizer
@@ -19,14 +19,8 @@ from pixelrefer_hf.processing.qwen_tokenizer import (
 )
 
 
-def _golden_dir() -> Path:
-    if "PIXELREFER_GOLDEN_DIR" in os.environ:
-        return Path(os.environ["PIXELREFER_GOLDEN_DIR"])
-    fixtures = Path(__file__).parent / "fixtures" / "golden"
-    return fixtures if fixtures.is_dir() else Path("/work/shared/golden")
-
-
-REFERENCE_DIR = _golden_dir() / "checkpoints" / "pixelrefer_tiny"
+# The original tokenizer files of a golden checkpoint (identical in the full and the Lite checkpoint).
+REFERENCE_DIR = checkpoint_for("full") or checkpoint_for("lite")
 
 TEXTS = [
     "Hello world",
@@ -61,8 +55,8 @@ def _backend_json(tokenizer: PreTrainedTokenizerBase) -> dict:
 
 @pytest.fixture(scope="module")
 def reference() -> PreTrainedTokenizerBase:
-    if not REFERENCE_DIR.is_dir():
-        pytest.skip(f"reference tokenizer not found at {REFERENCE_DIR}")
+    if REFERENCE_DIR is None:
+        pytest.skip(f"the golden set at {GOLDEN_DIR} has no checkpoint with the reference tokenizer")
     return AutoTokenizer.from_pretrained(REFERENCE_DIR)
 
 
