@@ -6,7 +6,8 @@ from functools import cache
 import numpy as np
 import pytest
 import torch
-from golden import discover
+from golden import checkpoints, first_case, need_case, variant_params
+from samples import image_messages
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 import pixelrefer_hf  # noqa: F401
@@ -14,8 +15,10 @@ from pixelrefer_hf import PixelReferConfig, PixelReferForConditionalGeneration, 
 from pixelrefer_hf.modeling.object_tokenizer import evenly_spaced_start
 
 
-CASES = {variant: discover(variant=variant, modal="image")[0] for variant in ("full", "lite")}
-CASE = CASES["full"]
+# The first image case of each variant (None where the golden set has none; the fixtures below skip then), and any
+# image case: the tests take its image and masks, on each variant's checkpoint.
+CASES = {variant: first_case(variant, "image") for variant in ("full", "lite")}
+CASE = first_case(modal="image")
 
 
 @cache
@@ -23,14 +26,14 @@ def _load(folder):
     return AutoModelForImageTextToText.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
 
 
-@pytest.fixture(scope="module", params=["full", "lite"])
+@pytest.fixture(scope="module", params=variant_params())
 def variant(request):
     return request.param
 
 
 @pytest.fixture(scope="module")
 def folder(converted, variant):
-    return converted(CASES[variant].checkpoint)
+    return converted(checkpoints()[variant])
 
 
 @pytest.fixture(scope="module")
@@ -38,22 +41,20 @@ def model_and_processor(folder):
     return _load(folder)
 
 
-def sample_messages(image, regions, question="Describe"):
-    content = [{"type": "image", "image": image}, {"type": "text", "text": question}]
-    for region in regions:
-        content += [{"type": "text", "text": " "}, {"type": "region", **region}]
-    return [{"role": "user", "content": content}]
+@pytest.fixture(scope="module")
+def image_case():
+    return need_case(modal="image")
 
 
 @pytest.fixture(scope="module")
-def two_samples():
-    image = CASE.image
+def two_samples(image_case):
+    image = image_case.image
     height, width = image.shape[:2]
-    masks = list(CASE.arrays["masks"])
+    masks = list(image_case.arrays["masks"])
     other = np.ascontiguousarray(image[::-1, ::-1][: height * 3 // 4, : width * 3 // 4])
     box = [width // 16, height // 10, width // 3, height * 2 // 3]
-    first = sample_messages(image, [{"mask": masks[0]}, {"box": box}], "Compare")
-    second = sample_messages(other, [{"box": [width // 10, height // 6, width // 3, height // 2]}], "What is")
+    first = image_messages(image, [{"mask": masks[0]}, {"box": box}], "Compare")
+    second = image_messages(other, [{"box": [width // 10, height // 6, width // 3, height // 2]}], "What is")
     return first, second
 
 
@@ -94,7 +95,7 @@ def test_batch_equals_single_samples(model_and_processor, two_samples):
     assert batch["region_grid_thw"].shape[0] == 3
     if processor.object_only:
         assert "pixel_values" not in batch
-        assert batch["region_view_ids"].tolist() == [0, 0, 1]
+        assert batch["region_view_ids"].tolist() == [0, 0, 0]  # each region's views, indexed within its sample
     batched = greedy(model, batch)
     for single, row in zip(singles, batched):
         assert torch.equal(single, row)
@@ -152,14 +153,15 @@ def test_lite_prompt_has_no_image_tokens(model_and_processor, two_samples):
         assert num_image_tokens == int(inputs["image_grid_thw"].prod())
 
 
-def test_crop_resized_by_the_image_processor(model_and_processor):
+def test_crop_resized_by_the_image_processor(model_and_processor, image_case):
     """A crop over the pixel budget is resized by the image processor; its features are resized to the mask grid."""
     model, processor = model_and_processor
-    image = CASE.image
+    image = image_case.image
     size = dict(processor.image_processor.size)
     processor.image_processor.size = {**size, "longest_edge": 14 * 14 * 40}
     try:
-        inputs = processor(text="<image><region>", images=image, regions=[[{"box": [0, 0, 330, 215]}]])
+        box = [0, 0, image.shape[1] - 6, image.shape[0] - 6]  # nearly the whole image, whatever its size
+        inputs = processor(text="<image><region>", images=image, regions=[[{"box": box}]])
     finally:
         processor.image_processor.size = size
     crop_hw, mask_hw = inputs["region_grid_thw"][0, 1:].tolist(), inputs["region_mask_hw"][0].tolist()
@@ -229,7 +231,7 @@ def test_one_vision_call_for_images_and_all_crops(model_and_processor, two_sampl
     assert len(calls) == 1
     grids = calls[0]["grid_thw"]
     expected = len(batch["region_grid_thw"]) + (
-        2 * int(batch["region_view_ids"].max() + 1) if processor.object_only else len(batch["image_grid_thw"])
+        2 * len(batch["region_local_grid_thw"]) if processor.object_only else len(batch["image_grid_thw"])
     )
     assert len(grids) == expected
 
@@ -245,7 +247,7 @@ def test_logits_to_keep_matches_full_logits(model_and_processor, two_samples):
 
 
 def test_lite_model_refuses_inputs_without_context_views(two_samples, converted):
-    model, processor = _load(converted(CASES["lite"].checkpoint))
+    model, processor = _load(converted(checkpoints()["lite"]))
     inputs = processor.apply_chat_template(two_samples[1], add_generation_prompt=True, tokenize=True, return_dict=True)
     del inputs["region_global_pixel_values"]
     with pytest.raises(ValueError, match="object_only=True"):

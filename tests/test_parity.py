@@ -2,9 +2,11 @@
 stage, for images and videos (frame sampling, token compression, masks on unsampled frames, Lite masklets).
 
 Cases are discovered from the golden set in `$PIXELREFER_GOLDEN_DIR`. Tolerances (float32, CPU): preprocessing
-(crops, masks, context views, pixel values, ids, counts, boxes) exact; vision and object features <= 1e-5; k-means
-centroids from the original's recorded random start <= 1e-5; object infusion, embeddings, hidden states and logits
-<= 1e-4; argmax and greedy ids exact.
+(crops, masks, context views, pixel values, ids, counts, boxes) exact, except Lite's fractional crop masks
+(`cv2.resize` INTER_LINEAR of a float32 mask, which can differ by a float32 rounding step between OpenCV versions):
+<= 1e-6 abs, with `mask > 0` (all the model uses of them) exact; the full model's uint8 crop masks are exact; vision
+and object features <= 1e-5; k-means centroids from the original's recorded random start <= 1e-5; object infusion,
+embeddings, hidden states and logits <= 1e-4; argmax and greedy ids exact.
 """
 
 from functools import cache
@@ -23,6 +25,7 @@ CASES = discover()
 FEATURE_ATOL = 1e-5
 KMEANS_ATOL = 1e-5
 OUTPUT_ATOL = 1e-4
+LITE_CROP_MASK_ATOL = 1e-6
 
 
 def test_golden_set_has_cases():
@@ -74,7 +77,14 @@ def test_object_crops(case, model_and_inputs):
     crops = [processor.object_crops(image, [mask])[0] for image, mask in zip(region_images(case), golden["masks"])]
     for i, crop in enumerate(crops):
         np.testing.assert_array_equal(crop.image, golden[f"crop_image_{i}"], err_msg=f"crop_image_{i}")
-        np.testing.assert_array_equal(crop.mask, golden[f"crop_mask_{i}"], err_msg=f"crop_mask_{i}")
+        if case.variant == "lite":
+            # Fractional (cv2 INTER_LINEAR of a float32 mask): OpenCV versions may round differently; only > 0 is used.
+            np.testing.assert_allclose(
+                crop.mask, golden[f"crop_mask_{i}"], rtol=0, atol=LITE_CROP_MASK_ATOL, err_msg=f"crop_mask_{i}"
+            )
+            np.testing.assert_array_equal(crop.mask > 0, golden[f"crop_mask_{i}"] > 0, err_msg=f"crop_mask_{i} > 0")
+        else:
+            np.testing.assert_array_equal(crop.mask, golden[f"crop_mask_{i}"], err_msg=f"crop_mask_{i}")
         top, left, bottom, right = golden["box_bbox_tlbr"][i]
         assert crop.box == (left, top, right, bottom)
         assert crop.image_size == tuple(golden["box_raw_hw"][i])
@@ -214,9 +224,7 @@ def test_vision_and_object_tokens(case, model_and_inputs):
             if lite
             else ()
         )
-        region_tokens = inner.get_region_features(
-            crop_features, inputs["region_grid_thw"], *args[2:], init, *view_args
-        )
+        region_tokens = inner.object_tokens(crop_features, inputs["region_grid_thw"], *args[2:], init, *view_args)
         assert_close(region_tokens, golden["region_tokens"], OUTPUT_ATOL, "region_tokens")
 
 

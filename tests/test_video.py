@@ -9,8 +9,9 @@ import av
 import numpy as np
 import pytest
 import torch
-from golden import discover
+from golden import case_params, checkpoints, discover, variant_params
 from PIL import Image
+from samples import shrunk_clip
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import pixelrefer_hf  # noqa: F401
@@ -19,10 +20,11 @@ from pixelrefer_hf.processing.video import VideoClip, load_video, sample_indices
 
 CLIP = str(files("pixelrefer_hf") / "assets" / "dog_and_laptop.mp4")
 VIDEO_CASES = [c for c in discover(modal="video") if c.manifest["settings"]["load"]["fn"] == "load_video_from_ids"]
+VIDEO_CASE_PARAMS = case_params(VIDEO_CASES, "no video case decoded from a video file (load_video_from_ids)")
 DOG = [420, 0, 940, 560]
 
 
-@pytest.mark.parametrize("case", VIDEO_CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", VIDEO_CASE_PARAMS)
 def test_sampling_matches_the_original(case):
     info, load = case.manifest["info"], case.manifest["settings"]["load"]
     indices = sample_indices(info["video_num_frames"], info["video_avg_fps"], load["fps"], load["max_frames"])
@@ -102,21 +104,12 @@ def _load(folder):
 
 @pytest.fixture(scope="module")
 def small_clip():
-    clip = load_video(CLIP, fps=1, extra_frames=[0])
-    shrink = lambda frame: np.asarray(Image.fromarray(frame).resize((320, 180)))  # noqa: E731
-    return VideoClip(
-        frames=np.stack([shrink(f) for f in clip.frames]),
-        indices=clip.indices,
-        timestamps=clip.timestamps,
-        fps=clip.fps,
-        num_source_frames=clip.num_source_frames,
-        extra_frames={0: shrink(clip.frame(0))},
-    )
+    return shrunk_clip(320, 180)
 
 
-@pytest.fixture(scope="module", params=["full", "lite"])
+@pytest.fixture(scope="module", params=variant_params())
 def model_and_processor(request, converted):
-    return _load(converted(discover(variant=request.param)[0].checkpoint))
+    return _load(converted(checkpoints()[request.param]))
 
 
 def video_messages(video, regions, question="What does <region> do?"):
@@ -243,9 +236,9 @@ def original_smart_resize(height, width, factor, min_pixels, max_pixels):
 
 def test_video_frames_get_the_original_pixel_budget(converted):
     """720p frames, 10 of them, bind the budget: each frame gets the size the original gives it."""
-    case = discover(variant="full")[0]
-    _, processor = _load(converted(case.checkpoint))
-    config = json.loads((case.checkpoint / "config.json").read_text())
+    checkpoint = checkpoints()["full"]
+    _, processor = _load(converted(checkpoint))
+    config = json.loads((checkpoint / "config.json").read_text())
     merge, patch, num_frames = config["spatial_merge_size"], 14, 10
     # The original's encoder loader sets max_pixels = mm_max_length * (merge * patch)**2; a video is processed with
     # image_downsampling = merge, so its preprocessing divides that by (merge / merge)**2 = 1 and then by the number

@@ -2,7 +2,8 @@
 
 Their outputs are meaningless; they exist so that the whole pipeline (masklet propagation, regions, crops, vision
 encoder, object tokens, LLM, generation) runs anywhere without a download: the defaults of the `pixelrefer` command
-and the tests' models.
+and the tests' models. The tiny PixelRefer answers in plain English words that change with the regions asked about,
+so that a demo shows words and a test comparing answers can tell regions apart.
 """
 
 import torch
@@ -16,6 +17,13 @@ from .processing.qwen_tokenizer import build_qwen2_5_tokenizer
 
 
 TINY_MODEL_NAME = "tiny-random"
+
+# The only tokens the tiny model's LM head scores (each with a leading space, one token each in Qwen2.5).
+TINY_VOCABULARY = (
+    "a the this that one two red blue green white black small large tall left right top bottom middle person man "
+    "woman dog cat car bus bridge tower sky water tree building road window light dark near far on under over with "
+    "and of in is are it its has looks standing sitting walking holding next behind front side part view"
+).split()
 
 
 def tiny_config(object_only: bool = False, mask_num: int = 32) -> PixelReferConfig:
@@ -37,11 +45,11 @@ def tiny_config(object_only: bool = False, mask_num: int = 32) -> PixelReferConf
             "num_attention_heads": 4,
             "num_key_value_heads": 2,
             "max_position_embeddings": 32768,
-            "tie_word_embeddings": True,
+            "tie_word_embeddings": False,
             "bos_token_id": 151643,
             "eos_token_id": 151645,
         },
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
         mask_num=mask_num,
         object_only=object_only,
         kmeans_iterations=3 if object_only else 5,
@@ -62,7 +70,26 @@ def build_tiny_random(
     model = PixelReferForConditionalGeneration(config).eval()
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.generation_config.pad_token_id = config.text_config.eos_token_id
-    return model, build_processor(object_only=object_only, mask_num=mask_num)
+    processor = build_processor(object_only=object_only, mask_num=mask_num)
+    _answer_in_words(model, processor.tokenizer, torch.Generator().manual_seed(seed))
+    return model, processor
+
+
+@torch.no_grad()
+def _answer_in_words(model: PixelReferForConditionalGeneration, tokenizer, generator: torch.Generator) -> None:
+    """Random weights that answer in words about the regions: the LM head scores only `TINY_VOCABULARY` (other rows
+    are zero, so they never win), and the object projector and the LLM's attention have unit-gain random weights
+    (std `gain / sqrt(fan_in)`; the default 0.02 makes the answer ignore the regions and repeat the last token)."""
+    ids = tokenizer.convert_tokens_to_ids(["Ġ" + word for word in TINY_VOCABULARY])
+    head = torch.zeros_like(model.lm_head.weight)
+    head[ids] = torch.randn(len(ids), head.shape[1], generator=generator) / head.shape[1] ** 0.5
+    model.lm_head.weight.copy_(head)
+    projector = model.model.object_tokenizer.projector
+    attentions = [layer.self_attn for layer in model.model.language_model.layers]
+    for linear, gain in [(projector[0], 1.0), (projector[2], 1.0)] + [
+        (proj, 3.0) for attn in attentions for proj in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj)
+    ]:
+        linear.weight.normal_(0, gain / linear.weight.shape[1] ** 0.5, generator=generator)
 
 
 def tiny_sam2_video_config(size: int = 64) -> Sam2VideoConfig:

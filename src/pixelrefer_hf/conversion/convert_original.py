@@ -41,8 +41,12 @@ KEY_MAPPING = [
     (r"^lm_head\.weight$", r"lm_head.weight"),
 ]
 
-# Weights of the original that its forward pass never uses.
-UNUSED_KEYS = [r"^model\.region_encoder\.mask_embedding\.(weight|bias)$"]
+# Weights of the original that its forward pass never uses, per variant (Lite's LLM sees no image features, so its
+# image projector is dropped).
+UNUSED_KEYS = {
+    "full": [r"^model\.region_encoder\.mask_embedding\.(weight|bias)$"],
+    "lite": [r"^model\.region_encoder\.mask_embedding\.(weight|bias)$", r"^model\.mm_projector\."],
+}
 
 # SigLIP-NaViT (VL3-SigLIP-NaViT) has 72-dimensional attention heads; used when its config is not available locally.
 SIGLIP_NAVIT_HEAD_DIM = 72
@@ -219,6 +223,8 @@ def original_processor(
     settings = dict(DAMOVL_PREPROCESSOR_DEFAULTS)
     settings.update({k: v for k, v in (preprocessor or {}).items() if k in settings})
     settings["max_pixels"] = original_pixel_budget(max_vision_tokens, spatial_merge_size, settings["patch_size"])
+    # Batches for generation are padded on the left (the saved tokenizer config keeps it, e.g. for pipelines).
+    tokenizer.padding_side = "left"
     return PixelReferProcessor(
         VideoLlama3ImageProcessorPil(merge_size=1, **settings),
         tokenizer,
@@ -291,12 +297,14 @@ def convert_checkpoint(
     converted, unknown, dropped = {}, [], []
     for key, tensor in state_dict.items():
         new_key = map_key(key)
-        if new_key is not None:
-            converted[new_key] = tensor
-        elif any(re.match(pattern, key) for pattern in UNUSED_KEYS):
+        if any(re.match(pattern, key) for pattern in UNUSED_KEYS[variant]):
             dropped.append(key)
+        elif new_key is not None:
+            converted[new_key] = tensor
         else:
             unknown.append(key)
+    if dropped:
+        logger.info("Dropping %d weights the %s model never uses: %s", len(dropped), variant, sorted(dropped))
     if unknown:
         raise ValueError(
             f"{len(unknown)} original weights have no counterpart in PixelReferForConditionalGeneration: "

@@ -1,20 +1,36 @@
 """PixelRefer: VideoLLaMA3 with object tokens for user-given regions.
 
-The vision encoder, projector, Qwen2 language model, image/video paths and generation plumbing are transformers'
-VideoLLaMA3. This module adds one more modality, regions: the crops of all regions of a batch are encoded with the
-image(s) in one vision-encoder call, turned into object tokens by the Scale-Adaptive Object Tokenizer and scattered
-into the `<REGION>` placeholder positions. Region features are computed in the prefill step only.
+The vision encoder, projector, Qwen2 language model and image/video features are transformers' VideoLLaMA3. This
+module adds one more modality, regions: the crops of all regions of a batch are encoded with the image(s) in one
+vision-encoder call, turned into object tokens by the Scale-Adaptive Object Tokenizer (and, for PixelRefer-Lite,
+Object-Centric Infusion) and scattered into the `<REGION>` placeholder positions.
+
+Region inputs are concatenated over the regions of the batch, in placeholder order, and every index in them is local
+to its sample; which sample a region belongs to follows from the `<REGION>` placeholders of each sample. Inputs split
+or joined along the batch (a pipeline's collation, a data collator) therefore stay valid as they are. In `generate`,
+every modality is encoded once before prefill into `mm_encoder_outputs`, so that beam search, `num_return_sequences`
+and chunked prefill expand and slice the object tokens per sample like image features.
 """
 
+from dataclasses import dataclass
+
 import torch
+from torch import nn
 from torch.nn.utils.rnn import pad_sequence
+from transformers import AutoModel, GenerationConfig
 from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_utils import slice_logits_to_keep
 from transformers.models.video_llama_3.modeling_video_llama_3 import (
     VideoLlama3CausalLMOutputWithPast,
     VideoLlama3ForConditionalGeneration,
     VideoLlama3Model,
+    VideoLlama3ModelOutputWithPast,
+    VideoLlama3PreTrainedModel,
+    VideoLlama3Projector,
 )
-from transformers.utils import can_return_tuple
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils.import_utils import torch_compilable_check
 
 from .configuration_pixelrefer import PixelReferConfig
 from .object_infusion import PixelReferObjectInfusion
@@ -35,6 +51,30 @@ REGION_INPUT_NAMES = (
     "region_local_grid_thw",
     "region_view_ids",
 )
+IMAGE_INPUT_NAMES = ("pixel_values", "image_grid_thw", "image_merge_sizes")
+VIDEO_INPUT_NAMES = ("pixel_values_videos", "video_grid_thw", "video_merge_sizes", "video_compression_mask")
+PLACEHOLDER_NAMES = {"image": "<image>", "video": "<|video_pad|>", "region": "<REGION>"}
+
+
+@dataclass
+class PixelReferModelOutputWithPast(VideoLlama3ModelOutputWithPast):
+    r"""
+    region_hidden_states (`torch.Tensor` of shape `(num_object_tokens, hidden_size)`, *optional*):
+        The object tokens of all regions of the batch (one row per `<REGION>` placeholder, in placeholder order), in
+        the LLM width.
+    """
+
+    region_hidden_states: torch.Tensor | None = None
+
+
+@dataclass
+class PixelReferCausalLMOutputWithPast(VideoLlama3CausalLMOutputWithPast):
+    r"""
+    region_hidden_states (`torch.Tensor` of shape `(num_object_tokens, hidden_size)`, *optional*):
+        The object tokens of all regions of the batch (one row per `<REGION>` placeholder, in placeholder order).
+    """
+
+    region_hidden_states: torch.Tensor | None = None
 
 
 def _pad_views(features: torch.Tensor, grid_thw: torch.LongTensor) -> tuple[torch.Tensor, torch.BoolTensor | None]:
@@ -46,12 +86,51 @@ def _pad_views(features: torch.Tensor, grid_thw: torch.LongTensor) -> tuple[torc
     return padded, torch.arange(padded.shape[1], device=sizes.device)[None, :] >= sizes[:, None]
 
 
-class PixelReferModel(VideoLlama3Model):
-    config_class = PixelReferConfig
+def region_sample_ids(placeholders: torch.BoolTensor, tokens_per_region: torch.LongTensor) -> torch.LongTensor:
+    """The sample of each region: regions fill the `<REGION>` placeholders in order over (batch, sequence).
+
+    Args:
+        placeholders: `(batch_size, sequence_length)` True at the `<REGION>` positions.
+        tokens_per_region: `(num_regions,)` object tokens of each region.
+    Returns:
+        `(num_regions,)` batch index of each region.
+    """
+    sample_ends = placeholders.sum(-1).cumsum(0).to(tokens_per_region.device)
+    region_starts = tokens_per_region.cumsum(0) - tokens_per_region
+    return torch.searchsorted(sample_ends, region_starts, right=True)
+
+
+def global_view_ids(view_ids: torch.LongTensor, sample_ids: torch.LongTensor, num_views: int) -> torch.LongTensor:
+    """Sample-local Lite view indices `(R,)` -> indices into all `num_views` views of the batch (views come sample
+    after sample; a sample has as many views as its largest local index + 1)."""
+    num_samples = int(sample_ids.max()) + 1
+    views_per_sample = torch.zeros(num_samples, dtype=torch.long, device=view_ids.device)
+    views_per_sample = views_per_sample.scatter_reduce(0, sample_ids, view_ids + 1, reduce="amax")
+    torch_compilable_check(
+        views_per_sample.sum() == num_views,
+        lambda: (
+            f"region_view_ids name {int(views_per_sample.sum())} context views, but {num_views} were given; "
+            "build the inputs with this checkpoint's processor, whose view indices are local to each sample."
+        ),
+    )
+    offsets = views_per_sample.cumsum(0) - views_per_sample
+    return view_ids + offsets[sample_ids]
+
+
+class PixelReferPreTrainedModel(VideoLlama3PreTrainedModel):
     config: PixelReferConfig
+    config_class = PixelReferConfig
+
+
+class PixelReferModel(PixelReferPreTrainedModel, VideoLlama3Model):
+    """VideoLLaMA3's vision encoder, projector and language model, plus the object tokenizer (and, for Lite, the
+    object infusion). Lite has no projector: its LLM never sees image features."""
 
     def __init__(self, config: PixelReferConfig):
-        super().__init__(config)
+        PixelReferPreTrainedModel.__init__(self, config)
+        self.vision_model = AutoModel.from_config(config.vision_config)
+        self.projector = None if config.object_only else VideoLlama3Projector(config)
+        self.language_model = AutoModel.from_config(config.text_config)
         self.object_tokenizer = PixelReferObjectTokenizer(config)
         self.object_infusion = PixelReferObjectInfusion(config) if config.object_only else None
         self.post_init()
@@ -78,7 +157,20 @@ class PixelReferModel(VideoLlama3Model):
         sizes = [int((grid.prod(-1) // merge**2).sum()) for _, grid, merge in groups]
         return list(features.split(sizes))
 
-    def get_region_features(
+    def _project_media(
+        self, features: torch.Tensor, grid_thw: torch.LongTensor, merge_sizes: torch.LongTensor
+    ) -> BaseModelOutputWithPooling:
+        """Vision features `(sum(tokens), C)` of images or videos -> their LLM embeddings, one tensor each."""
+        if self.projector is None:
+            raise ValueError(
+                "PixelRefer-Lite (object_only=True) feeds no image or video tokens to its LLM; pass images and videos "
+                "only as the source of regions (its processor does), not as pixel_values / pixel_values_videos."
+            )
+        embeds = self.projector(features)
+        split = (grid_thw.prod(-1) // merge_sizes**2).tolist()
+        return BaseModelOutputWithPooling(last_hidden_state=features, pooler_output=torch.split(embeds, split))
+
+    def object_tokens(
         self,
         crop_features: torch.Tensor,
         region_grid_thw: torch.LongTensor,
@@ -91,22 +183,17 @@ class PixelReferModel(VideoLlama3Model):
         region_global_grid_thw: torch.LongTensor | None = None,
         local_features: torch.Tensor | None = None,
         region_local_grid_thw: torch.LongTensor | None = None,
-        region_view_ids: torch.LongTensor | None = None,
+        view_ids: torch.LongTensor | None = None,
     ) -> torch.Tensor:
-        """Object tokens of all regions, in region order.
+        """Object tokens of all regions from their encoded crops (and Lite context views), in region order.
 
         Args:
             crop_features: `(sum(h_i * w_i), C)` vision features of the crops.
-            region_grid_thw: `(R, 3)` crop grids.
-            region_masks: `(sum(mh_i * mw_i),)` masks on the mask grids.
-            region_mask_hw: `(R, 2)` mask grids.
-            region_boxes: `(R, 4)` crop boxes (x0, y0, x1, y1), inclusive pixels of the source images.
-            region_image_sizes: `(R, 2)` (height, width) of the source images.
-            region_kmeans_init: `(R, mask_num)` k-means start per region (indices into its masked cells), or None for
-                the deterministic default.
+            region_grid_thw, region_masks, region_mask_hw, region_boxes, region_image_sizes, region_kmeans_init: as
+                in [`PixelReferModel.forward`].
             global_features, local_features: Lite only, `(sum(n_v), C)` features of the V global / local views.
             region_global_grid_thw, region_local_grid_thw: Lite only, `(V, 3)` grids of the views.
-            region_view_ids: Lite only, `(R,)` index of each region's views.
+            view_ids: Lite only, `(R,)` index of each region's views among the V views.
         Returns:
             `(sum(tokens_i), D)` object tokens: `tokens_i = min(mask_num, masked cells)` for the full model, always
             `mask_num` (zero padded before infusion) for Lite.
@@ -125,7 +212,7 @@ class PixelReferModel(VideoLlama3Model):
             return self.object_tokenizer(pooled.tokens[valid])
         local_context, local_padding = _pad_views(local_features, region_local_grid_thw)
         global_context, global_padding = _pad_views(global_features, region_global_grid_thw)
-        view_ids = region_view_ids.to(local_context.device)
+        view_ids = view_ids.to(local_context.device)
         infused = self.object_infusion(
             pooled.tokens,
             local_context[view_ids],
@@ -135,26 +222,133 @@ class PixelReferModel(VideoLlama3Model):
         )
         return self.object_tokenizer(infused.flatten(0, 1))
 
-    def get_region_placeholder_mask(
-        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, region_features: torch.Tensor
-    ) -> torch.BoolTensor:
-        """Mask `(B, L, 1)` of the `<REGION>` positions; checks there is one per object token."""
-        if input_ids is None:
-            region_embedding = self.get_input_embeddings()(
-                torch.tensor(self.config.region_token_id, dtype=torch.long, device=inputs_embeds.device)
-            )
-            region_mask = (inputs_embeds == region_embedding).all(-1)
-        else:
-            region_mask = input_ids == self.config.region_token_id
-        num_placeholders = int(region_mask.sum())
-        if num_placeholders != len(region_features):
-            raise ValueError(
-                f"The text has {num_placeholders} <REGION> tokens but the regions give {len(region_features)} object "
-                "tokens. Build the inputs with PixelReferProcessor, which expands each <region> into the right number "
-                "of <REGION> tokens."
-            )
-        return region_mask.unsqueeze(-1).to(inputs_embeds.device)
+    def tokens_per_region(self, region_masks: torch.Tensor, region_mask_hw: torch.LongTensor) -> torch.LongTensor:
+        """`(R,)` object tokens of each region: `min(mask_num, masked cells)`, always `mask_num` for Lite."""
+        if self.config.object_only:
+            return torch.full((len(region_mask_hw),), self.config.mask_num, device=region_mask_hw.device)
+        cells = region_mask_hw.prod(-1)
+        region = torch.repeat_interleave(torch.arange(len(cells), device=cells.device), cells)
+        masked = torch.zeros_like(cells).index_add_(0, region, (region_masks.to(cells.device) > 0).long())
+        return masked.clamp(max=self.config.mask_num)
 
+    def placeholder_mask(
+        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor | None, token_id: int
+    ) -> torch.BoolTensor:
+        """`(batch_size, sequence_length)` True at the positions of placeholder `token_id`."""
+        if input_ids is not None:
+            return input_ids == token_id
+        token = torch.full((), token_id, dtype=torch.long, device=inputs_embeds.device)
+        return (inputs_embeds == self.get_input_embeddings()(token)).all(-1)
+
+    def get_multimodal_features(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        image_merge_sizes: torch.LongTensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_grid_thw: torch.LongTensor | None = None,
+        video_merge_sizes: torch.LongTensor | None = None,
+        video_compression_mask: torch.BoolTensor | None = None,
+        region_pixel_values: torch.Tensor | None = None,
+        region_grid_thw: torch.LongTensor | None = None,
+        region_masks: torch.Tensor | None = None,
+        region_mask_hw: torch.LongTensor | None = None,
+        region_boxes: torch.Tensor | None = None,
+        region_image_sizes: torch.LongTensor | None = None,
+        region_kmeans_init: torch.LongTensor | None = None,
+        region_global_pixel_values: torch.Tensor | None = None,
+        region_global_grid_thw: torch.LongTensor | None = None,
+        region_local_pixel_values: torch.Tensor | None = None,
+        region_local_grid_thw: torch.LongTensor | None = None,
+        region_view_ids: torch.LongTensor | None = None,
+    ) -> dict[str, BaseModelOutputWithPooling]:
+        """Images, videos and regions of a batch encoded in ONE vision-encoder call (arguments as in `forward`).
+
+        Returns:
+            Per modality present (`"image"`, `"video"`, `"region"`), its LLM embeddings as `pooler_output`: one
+            tensor per image, per video (after token compression) and per region, in placeholder order.
+        """
+        groups = {}
+        if pixel_values is not None:
+            groups["image"] = (pixel_values, image_grid_thw, image_merge_sizes)
+        if pixel_values_videos is not None:
+            groups["video"] = (pixel_values_videos, video_grid_thw, video_merge_sizes)
+        if region_pixel_values is not None:
+            groups["crop"] = (region_pixel_values, region_grid_thw, torch.ones_like(region_grid_thw[:, 0]))
+            if self.config.object_only:
+                if region_global_pixel_values is None or region_local_pixel_values is None or region_view_ids is None:
+                    raise ValueError(
+                        "PixelRefer-Lite needs each region's global and local context views (region_global_*, "
+                        "region_local_*, region_view_ids); build the inputs with this checkpoint's processor, which "
+                        "has object_only=True."
+                    )
+                groups["global"] = (region_global_pixel_values, region_global_grid_thw)
+                groups["local"] = (region_local_pixel_values, region_local_grid_thw)
+                for view in ("global", "local"):
+                    pixels, grid = groups[view]
+                    groups[view] = (pixels, grid, torch.ones_like(grid[:, 0]))
+        if not groups:
+            return {}
+        features = dict(zip(groups, self.encode_vision(list(groups.values()))))
+        outputs = {}
+        if "image" in features:
+            outputs["image"] = self._project_media(features["image"], image_grid_thw, image_merge_sizes)
+        if "video" in features:
+            video = self._project_media(features["video"], video_grid_thw, video_merge_sizes)
+            if video_compression_mask is not None:
+                keep = video_compression_mask.to(features["video"].device).split([len(e) for e in video.pooler_output])
+                video.pooler_output = tuple(embeds[kept] for embeds, kept in zip(video.pooler_output, keep))
+            outputs["video"] = video
+        if "crop" in features:
+            tokens_per_region = self.tokens_per_region(region_masks, region_mask_hw)
+            view_ids = None
+            if self.config.object_only:
+                placeholders = self.placeholder_mask(input_ids, inputs_embeds, self.config.region_token_id)
+                sample_ids = region_sample_ids(placeholders, tokens_per_region)
+                view_ids = global_view_ids(
+                    region_view_ids.to(sample_ids.device), sample_ids, len(region_local_grid_thw)
+                )
+            tokens = self.object_tokens(
+                features["crop"],
+                region_grid_thw,
+                region_masks,
+                region_mask_hw,
+                region_boxes,
+                region_image_sizes,
+                region_kmeans_init,
+                features.get("global"),
+                region_global_grid_thw,
+                features.get("local"),
+                region_local_grid_thw,
+                view_ids,
+            )
+            outputs["region"] = BaseModelOutputWithPooling(
+                last_hidden_state=features["crop"], pooler_output=tokens.split(tokens_per_region.tolist())
+            )
+        return outputs
+
+    def _scatter(
+        self,
+        inputs_embeds: torch.Tensor,
+        placeholders: torch.BoolTensor,
+        features: torch.Tensor,
+        name: str,
+    ) -> torch.Tensor:
+        """Writes `features` `(n, D)` into the `n` placeholder positions `(B, L)` of `inputs_embeds` `(B, L, D)`."""
+        torch_compilable_check(
+            placeholders.sum() == len(features),
+            lambda: (
+                f"The text has {int(placeholders.sum())} {name} tokens but the inputs give {len(features)} "
+                "features for them. Build the inputs with PixelReferProcessor, which expands each <image>, <video> "
+                "and <region> into the right number of placeholder tokens."
+            ),
+        )
+        mask = placeholders.unsqueeze(-1).to(inputs_embeds.device)
+        return inputs_embeds.masked_scatter(mask, features.to(inputs_embeds.device, inputs_embeds.dtype))
+
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -170,7 +364,6 @@ class PixelReferModel(VideoLlama3Model):
         video_grid_thw: torch.LongTensor | None = None,
         video_merge_sizes: torch.LongTensor | None = None,
         video_compression_mask: torch.BoolTensor | None = None,
-        mm_encoder_outputs: dict | None = None,
         region_pixel_values: torch.Tensor | None = None,
         region_grid_thw: torch.LongTensor | None = None,
         region_masks: torch.Tensor | None = None,
@@ -183,15 +376,19 @@ class PixelReferModel(VideoLlama3Model):
         region_local_pixel_values: torch.Tensor | None = None,
         region_local_grid_thw: torch.LongTensor | None = None,
         region_view_ids: torch.LongTensor | None = None,
-        **kwargs,
-    ):
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | PixelReferModelOutputWithPast:
         r"""
+        Image and video inputs as in [`VideoLlama3Model.forward`], plus the region inputs that [`PixelReferProcessor`]
+        produces, concatenated over the regions of the batch in `<REGION>` placeholder order:
+
         region_pixel_values (`torch.Tensor` of shape `(sum(h_i * w_i), 3 * patch_size**2)`):
-            Patches of the scale-adaptive crop of every region of the batch, regions in prompt order.
+            Patches of the scale-adaptive crop of every region.
         region_grid_thw (`torch.LongTensor` of shape `(num_regions, 3)`):
             Patch grid (1, h_i, w_i) of each crop.
         region_masks (`torch.Tensor` of shape `(sum(mh_i * mw_i),)`):
-            Each region's mask on its crop's patch grid, flattened row-major.
+            Each region's mask on its mask grid (the crop's patch grid before any resize), flattened row-major.
         region_mask_hw (`torch.LongTensor` of shape `(num_regions, 2)`):
             Mask grid (mh_i, mw_i) of each region.
         region_boxes (`torch.Tensor` of shape `(num_regions, 4)`):
@@ -201,90 +398,80 @@ class PixelReferModel(VideoLlama3Model):
         region_kmeans_init (`torch.LongTensor` of shape `(num_regions, mask_num)`, *optional*):
             Start of the object-token clustering per region; defaults to the deterministic evenly spaced start.
         region_global_pixel_values, region_local_pixel_values (`torch.Tensor`, Lite only):
-            Patches of the global (whole image) and local (object surroundings) context views.
+            Patches of the global (whole image) and local (object surroundings) context views, sample after sample.
         region_global_grid_thw, region_local_grid_thw (`torch.LongTensor` of shape `(num_views, 3)`, Lite only):
             Grids of the context views.
         region_view_ids (`torch.LongTensor` of shape `(num_regions,)`, Lite only):
-            Index of the context views of each region.
+            Index of each region's context views among the views of ITS sample.
+        mm_encoder_outputs (`dict[str, BaseModelOutputWithPooling]`, *optional*):
+            Pre-encoded `"image"`, `"video"` and `"region"` features (see `get_multimodal_features`), as `generate`
+            passes them; a modality given here is not encoded again.
         """
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
+        raw = {
+            "pixel_values": pixel_values,
+            "image_grid_thw": image_grid_thw,
+            "image_merge_sizes": image_merge_sizes,
+            "pixel_values_videos": pixel_values_videos,
+            "video_grid_thw": video_grid_thw,
+            "video_merge_sizes": video_merge_sizes,
+            "video_compression_mask": video_compression_mask,
+            "region_pixel_values": region_pixel_values,
+            "region_grid_thw": region_grid_thw,
+            "region_masks": region_masks,
+            "region_mask_hw": region_mask_hw,
+            "region_boxes": region_boxes,
+            "region_image_sizes": region_image_sizes,
+            "region_kmeans_init": region_kmeans_init,
+            "region_global_pixel_values": region_global_pixel_values,
+            "region_global_grid_thw": region_global_grid_thw,
+            "region_local_pixel_values": region_local_pixel_values,
+            "region_local_grid_thw": region_local_grid_thw,
+            "region_view_ids": region_view_ids,
+        }
+        encoded = dict(mm_encoder_outputs or {})
+        encoded.update(self.get_multimodal_features(input_ids, inputs_embeds, **raw))
+        hidden = {}
+        for modality in ("image", "video", "region"):
+            if encoded.get(modality) is None:
+                continue
+            hidden[modality] = torch.cat(list(encoded[modality].pooler_output))
+            placeholders = self.placeholder_mask(
+                input_ids, inputs_embeds, getattr(self.config, f"{modality}_token_id")
+            )
+            inputs_embeds = self._scatter(inputs_embeds, placeholders, hidden[modality], PLACEHOLDER_NAMES[modality])
 
-        if region_pixel_values is not None:
-            groups = [(region_pixel_values, region_grid_thw)]
-            if self.object_infusion is not None:
-                if region_global_pixel_values is None or region_local_pixel_values is None or region_view_ids is None:
-                    raise ValueError(
-                        "PixelRefer-Lite needs each region's global and local context views "
-                        "(region_global_*, region_local_*, region_view_ids); build the inputs with this checkpoint's "
-                        "processor, which has object_only=True."
-                    )
-                groups += [(region_global_pixel_values, region_global_grid_thw)]
-                groups += [(region_local_pixel_values, region_local_grid_thw)]
-            groups = [(pixels, grid, torch.ones_like(grid[:, 0])) for pixels, grid in groups]
-            mm_encoder_outputs = dict(mm_encoder_outputs or {})
-            media = {}
-            if pixel_values is not None and "image" not in mm_encoder_outputs:
-                media["image"] = (pixel_values, image_grid_thw, image_merge_sizes)
-            if pixel_values_videos is not None and "video" not in mm_encoder_outputs:
-                media["video"] = (pixel_values_videos, video_grid_thw, video_merge_sizes)
-            features = self.encode_vision(list(media.values()) + groups)
-            for modality, (_, grid_thw, merge_sizes) in media.items():
-                media_features = features.pop(0)
-                embeds = self.projector(media_features)
-                split = (grid_thw.prod(-1) // merge_sizes**2).tolist()
-                mm_encoder_outputs[modality] = BaseModelOutputWithPooling(
-                    last_hidden_state=media_features, pooler_output=torch.split(embeds, split)
-                )
-            pixel_values = None if "image" in media else pixel_values
-            pixel_values_videos = None if "video" in media else pixel_values_videos
-            mm_encoder_outputs = mm_encoder_outputs or None
-            crop_features, *view_features = features
-            global_features, local_features = view_features if view_features else (None, None)
-            region_features = self.get_region_features(
-                crop_features,
-                region_grid_thw,
-                region_masks,
-                region_mask_hw,
-                region_boxes,
-                region_image_sizes,
-                region_kmeans_init,
-                global_features,
-                region_global_grid_thw,
-                local_features,
-                region_local_grid_thw,
-                region_view_ids,
-            ).to(inputs_embeds.device, inputs_embeds.dtype)
-            region_mask = self.get_region_placeholder_mask(input_ids, inputs_embeds, region_features)
-            inputs_embeds = inputs_embeds.masked_scatter(region_mask, region_features)
-
-        return super().forward(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
+        outputs = self.language_model(
+            input_ids=None,
             position_ids=position_ids,
+            attention_mask=attention_mask,
             past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
-            pixel_values=pixel_values,
-            image_grid_thw=image_grid_thw,
-            image_merge_sizes=image_merge_sizes,
-            pixel_values_videos=pixel_values_videos,
-            video_grid_thw=video_grid_thw,
-            video_merge_sizes=video_merge_sizes,
-            video_compression_mask=video_compression_mask,
-            mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
+        )
+        return PixelReferModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=hidden.get("image"),
+            video_hidden_states=hidden.get("video"),
+            region_hidden_states=hidden.get("region"),
         )
 
 
-class PixelReferForConditionalGeneration(VideoLlama3ForConditionalGeneration):
-    config_class = PixelReferConfig
-    config: PixelReferConfig
-
+class PixelReferForConditionalGeneration(PixelReferPreTrainedModel, VideoLlama3ForConditionalGeneration):
     def __init__(self, config: PixelReferConfig):
-        super().__init__(config)
+        PixelReferPreTrainedModel.__init__(self, config)
         self.model = PixelReferModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
+
+    def get_multimodal_features(self, **kwargs) -> dict[str, BaseModelOutputWithPooling]:
+        """See [`PixelReferModel.get_multimodal_features`]."""
+        return self.model.get_multimodal_features(**kwargs)
 
     @can_return_tuple
     def forward(
@@ -303,7 +490,6 @@ class PixelReferForConditionalGeneration(VideoLlama3ForConditionalGeneration):
         video_grid_thw: torch.LongTensor | None = None,
         video_merge_sizes: torch.LongTensor | None = None,
         video_compression_mask: torch.BoolTensor | None = None,
-        mm_encoder_outputs: dict | None = None,
         region_pixel_values: torch.Tensor | None = None,
         region_grid_thw: torch.LongTensor | None = None,
         region_masks: torch.Tensor | None = None,
@@ -316,13 +502,13 @@ class PixelReferForConditionalGeneration(VideoLlama3ForConditionalGeneration):
         region_local_pixel_values: torch.Tensor | None = None,
         region_local_grid_thw: torch.LongTensor | None = None,
         region_view_ids: torch.LongTensor | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
-    ):
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | PixelReferCausalLMOutputWithPast:
         r"""
-        Same as [`VideoLlama3ForConditionalGeneration.forward`], plus the `region_*` inputs of
-        [`PixelReferModel.forward`] that [`PixelReferProcessor`] produces, and `logits_to_keep` (compute the logits of
-        the last `logits_to_keep` positions only; `generate` keeps 1 at prefill instead of the whole prompt).
+        The inputs of [`PixelReferModel.forward`], plus `labels` for the causal-LM loss and `logits_to_keep` (compute
+        the logits of the last `logits_to_keep` positions only; `generate` keeps 1 at prefill).
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -338,7 +524,6 @@ class PixelReferForConditionalGeneration(VideoLlama3ForConditionalGeneration):
             video_grid_thw=video_grid_thw,
             video_merge_sizes=video_merge_sizes,
             video_compression_mask=video_compression_mask,
-            mm_encoder_outputs=mm_encoder_outputs,
             region_pixel_values=region_pixel_values,
             region_grid_thw=region_grid_thw,
             region_masks=region_masks,
@@ -351,18 +536,17 @@ class PixelReferForConditionalGeneration(VideoLlama3ForConditionalGeneration):
             region_local_pixel_values=region_local_pixel_values,
             region_local_grid_thw=region_local_grid_thw,
             region_view_ids=region_view_ids,
+            mm_encoder_outputs=mm_encoder_outputs,
             return_dict=True,
             **kwargs,
         )
-        hidden_states = outputs.last_hidden_state
-        kept = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, kept, :])
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )
-        return VideoLlama3CausalLMOutputWithPast(
+        return PixelReferCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
             past_key_values=outputs.past_key_values,
@@ -370,14 +554,55 @@ class PixelReferForConditionalGeneration(VideoLlama3ForConditionalGeneration):
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
             video_hidden_states=outputs.video_hidden_states,
+            region_hidden_states=outputs.region_hidden_states,
         )
 
-    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
-        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
-        if not is_first_iteration and kwargs.get("use_cache", True):
-            for name in REGION_INPUT_NAMES:
-                model_inputs.pop(name, None)
-        return model_inputs
+    def _maybe_prepare_encoder_kwargs_for_generation(
+        self,
+        inputs_tensor: torch.Tensor,
+        model_kwargs: dict,
+        model_input_name: str | None,
+        generation_config: GenerationConfig,
+    ) -> dict:
+        """Encodes images, videos and regions once, before prefill, into `mm_encoder_outputs` (one vision call), so
+        that generation's expansion (beams, `num_return_sequences`) and chunked prefill see them per sample."""
+        names = (*IMAGE_INPUT_NAMES, *VIDEO_INPUT_NAMES, *REGION_INPUT_NAMES)
+        raw = {name: model_kwargs.pop(name) for name in names if model_kwargs.get(name) is not None}
+        if not raw:
+            return model_kwargs
+        input_ids = inputs_tensor if model_input_name == "input_ids" else model_kwargs.get("input_ids")
+        encoded = self.model.get_multimodal_features(
+            input_ids=input_ids, inputs_embeds=model_kwargs.get("inputs_embeds"), **raw
+        )
+        model_kwargs["mm_encoder_outputs"] = {**(model_kwargs.get("mm_encoder_outputs") or {}), **encoded}
+        return model_kwargs
+
+    def _expand_multimodal_outputs(
+        self,
+        input_ids: torch.LongTensor,
+        mm_encoder_output: dict,
+        expand_size: int = 1,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> dict:
+        """Expands image/video features as VideoLLaMA3 does, and the object tokens sample by sample."""
+        regions = mm_encoder_output.pop("region", None)
+        mm_encoder_output = super()._expand_multimodal_outputs(
+            input_ids, mm_encoder_output, expand_size, inputs_embeds
+        )
+        if regions is not None:
+            per_region = list(regions.pooler_output)
+            placeholders = self.model.placeholder_mask(input_ids, inputs_embeds, self.config.region_token_id)
+            sample_ids = region_sample_ids(placeholders, torch.tensor([len(tokens) for tokens in per_region])).tolist()
+            per_sample = [[t for t, s in zip(per_region, sample_ids) if s == b] for b in range(len(placeholders))]
+            mm_encoder_output["region"] = BaseModelOutputWithPooling(
+                pooler_output=tuple(t for group in per_sample for _ in range(expand_size) for t in group)
+            )
+        return mm_encoder_output
 
 
-__all__ = ["PixelReferModel", "PixelReferForConditionalGeneration", "REGION_INPUT_NAMES"]
+__all__ = [
+    "PixelReferForConditionalGeneration",
+    "PixelReferModel",
+    "PixelReferPreTrainedModel",
+    "REGION_INPUT_NAMES",
+]

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from transformers import BatchFeature, ProcessorMixin
 from transformers.image_utils import load_image
+from transformers.processing_utils import ProcessingKwargs, TextKwargs, Unpack
 from transformers.utils import logging
 
 from ..modeling.modeling_pixelrefer import REGION_INPUT_NAMES
@@ -62,6 +63,14 @@ REGION_PATCH_KEYS = (
     "region_local_pixel_values",
     "region_local_grid_thw",
 )
+
+
+class PixelReferProcessorKwargs(ProcessingKwargs, total=False):
+    _defaults = {"text_kwargs": {"padding": True, "add_special_tokens": False}}
+
+
+# Keywords of a processor call besides the tokenizer's text keywords.
+PROCESSOR_KEYWORDS = {"text_kwargs", "return_tensors", "common_kwargs"}
 
 
 def _to_rgb_array(image: Any, sample_index: int) -> np.ndarray:
@@ -204,9 +213,7 @@ class PixelReferProcessor(ProcessorMixin):
         images: Any = None,
         regions: Sequence | None = None,
         videos: Any = None,
-        return_tensors: str | None = "pt",
-        padding_side: str = "left",
-        **kwargs,
+        **kwargs: Unpack[PixelReferProcessorKwargs],
     ) -> BatchFeature:
         """
         Args:
@@ -219,7 +226,11 @@ class PixelReferProcessor(ProcessorMixin):
                 frames of the source video.
             videos: one video per sample (or None for samples without): a path, file object, frame folder,
                 `(T, H, W, 3)` uint8 frames or a [`VideoClip`]; sampled at `video_fps` frames per second.
-            padding_side: several samples are padded into one batch, on the left by default (for generation).
+            kwargs: the tokenizer's text keywords (`padding` (default `True`), `padding_side` (default the
+                tokenizer's, left for generation), `truncation`, `max_length`, `pad_to_multiple_of`, ...), directly
+                or as `text_kwargs={...}`, and `return_tensors` (default `"pt"`). Truncation may cut text but never a
+                media or `<REGION>` placeholder: a prompt that would lose one raises a `ValueError` naming the sample
+                and the length it needs. An unknown keyword raises a `TypeError`.
         Returns:
             `input_ids`, `attention_mask`; for the full model with images `pixel_values`, `image_grid_thw`,
             `image_merge_sizes`, with videos `pixel_values_videos`, `video_grid_thw`, `video_merge_sizes`,
@@ -242,9 +253,11 @@ class PixelReferProcessor(ProcessorMixin):
             prompts.append(prompt)
             crops.extend(sample_crops)
 
-        text_inputs = self.tokenizer(
-            prompts, padding=True, padding_side=padding_side, return_tensors="pt", add_special_tokens=False, **kwargs
-        )
+        text_kwargs = self._text_kwargs(kwargs)
+        return_tensors = text_kwargs.pop("return_tensors", "pt")
+        text_inputs = self.tokenizer(prompts, return_tensors="pt", **text_kwargs)
+        if text_kwargs.get("truncation"):
+            self._check_truncation(prompts, text_inputs["input_ids"], text_kwargs)
         data = dict(text_inputs)
         data.update({key: torch.cat(value) for key, value in features.items() if value})
         if crops:
@@ -252,6 +265,39 @@ class PixelReferProcessor(ProcessorMixin):
             if self.object_only:
                 data["region_view_ids"] = torch.tensor(view_ids, dtype=torch.long)
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _text_kwargs(self, kwargs: dict) -> dict:
+        """The tokenizer keywords of a call: PixelRefer's defaults, then the tokenizer's, then the caller's."""
+        unknown = set(kwargs) - PROCESSOR_KEYWORDS - set(TextKwargs.__annotations__)
+        if unknown:
+            raise TypeError(
+                f"PixelReferProcessor got unknown keyword(s) {sorted(unknown)}; it takes the tokenizer's text "
+                f"keywords ({', '.join(sorted(TextKwargs.__annotations__))}), text_kwargs={{...}} and return_tensors."
+            )
+        tokenizer_defaults = self.tokenizer.init_kwargs
+        text_kwargs = self._merge_kwargs(PixelReferProcessorKwargs, tokenizer_defaults, **kwargs)["text_kwargs"]
+        text_kwargs["return_tensors"] = kwargs.get("return_tensors", text_kwargs.get("return_tensors", "pt"))
+        return text_kwargs
+
+    def _check_truncation(self, prompts: list[str], input_ids: torch.Tensor, text_kwargs: dict) -> None:
+        """Refuses a truncation that cut a media or `<REGION>` placeholder (the model would miss object tokens)."""
+        for index, (prompt, ids) in enumerate(zip(prompts, input_ids)):
+            for token, token_id in self._placeholder_tokens():
+                expected = prompt.count(token)
+                if int((ids == token_id).sum()) != expected:
+                    needed = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+                    raise ValueError(
+                        f"sample {index}: truncation to max_length={text_kwargs.get('max_length')} cuts {token} "
+                        f"placeholders (the sample needs {needed} tokens); pass max_length >= {needed}, fewer or "
+                        "smaller regions/images, or truncation=False."
+                    )
+
+    def _placeholder_tokens(self) -> list[tuple[str, int]]:
+        return [
+            (IMAGE_TOKEN, self.image_token_id),
+            (VIDEO_TOKEN, self.video_token_id),
+            (REGION_TOKEN, self.region_token_id),
+        ]
 
     def _process_sample(
         self,
@@ -473,13 +519,13 @@ class PixelReferProcessor(ProcessorMixin):
         self, images: list[np.ndarray], crops: list[ObjectCrop], image_ids: list[int], view_ids: list[int]
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Lite's global and local views, one pair per image that has regions (the local view is taken around the
-        image's FIRST region, as the original caches it); appends each region's view index to `view_ids`."""
+        image's FIRST region, as the original caches it); appends each region's view index IN ITS SAMPLE to
+        `view_ids` (local indices stay right when samples are split or joined along the batch)."""
         first_crop: dict[int, ObjectCrop] = {}
         for crop, image_id in zip(crops, image_ids):
             first_crop.setdefault(image_id, crop)
-        offset = len(set(view_ids))
         order = list(first_crop)
-        view_ids.extend(offset + order.index(image_id) for image_id in image_ids)
+        view_ids.extend(order.index(image_id) for image_id in image_ids)
         views = [
             context_views(images[i], first_crop[i].box, self.global_view_size, self.local_view_size) for i in order
         ]
@@ -524,9 +570,10 @@ class PixelReferProcessor(ProcessorMixin):
         conversation: list[dict] | list[list[dict]],
         chat_template: str | None = None,
         add_generation_prompt: bool = False,
+        continue_final_message: bool = False,
         tokenize: bool = False,
         return_dict: bool = False,
-        return_tensors: str | None = "pt",
+        processor_kwargs: dict | None = None,
         **kwargs,
     ):
         """Renders chat messages; with `tokenize=True` also processes their images and regions.
@@ -535,7 +582,14 @@ class PixelReferProcessor(ProcessorMixin):
         (also `"path"`/`"url"`), `{"type": "video", "video": path | frames | VideoClip}` (at most one per
         conversation), and `{"type": "region", "mask" | "box" | "rle" | "polygon": ...}` (plus `"image_index"` when
         the sample has several images, `"frame"` or `"masklet"` for a video).
+
+        `continue_final_message=True` leaves the last (assistant) message open for the model to continue.
+        Processor keywords (`return_tensors`, `padding`, `truncation`, `max_length`, ...) go in `processor_kwargs`
+        or directly; any other keyword is a variable of the chat template.
         """
+        processor_kwargs = dict(processor_kwargs or {})
+        for key in [key for key in kwargs if key in PROCESSOR_KEYWORDS or key in TextKwargs.__annotations__]:
+            processor_kwargs[key] = kwargs.pop(key)
         conversations = [conversation] if isinstance(conversation[0], dict) else conversation
         prompts, batch_images, batch_regions, batch_videos = [], [], [], []
         for conv in conversations:
@@ -548,7 +602,9 @@ class PixelReferProcessor(ProcessorMixin):
                     rendered,
                     chat_template=chat_template or self.chat_template,
                     add_generation_prompt=add_generation_prompt,
+                    continue_final_message=continue_final_message,
                     tokenize=False,
+                    **kwargs,
                 )
             )
             batch_images.append(images)
@@ -556,14 +612,7 @@ class PixelReferProcessor(ProcessorMixin):
         if not tokenize:
             return prompts[0] if isinstance(conversation[0], dict) else prompts
         videos = batch_videos if any(v is not None for v in batch_videos) else None
-        out = self(
-            text=prompts,
-            images=batch_images,
-            regions=batch_regions,
-            videos=videos,
-            return_tensors=return_tensors,
-            **kwargs,
-        )
+        out = self(text=prompts, images=batch_images, regions=batch_regions, videos=videos, **processor_kwargs)
         return out if return_dict else out["input_ids"]
 
     @staticmethod
