@@ -14,7 +14,7 @@ from PIL import Image
 from transformers import Sam2VideoModel
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from pixelrefer_hf.processing.masklets import MaskletPropagator, postprocess_mask_logits, preprocess_frames
+from pixelrefer_hf.segmentation import MaskletPropagator, postprocess_mask_logits, preprocess_frames
 from pixelrefer_hf.tiny_random import tiny_sam2_video_config
 
 
@@ -240,8 +240,8 @@ def test_bad_input_raises_clear_errors(propagator, frames, prompts, kwargs, erro
 
 
 def test_propagate_in_clip_keys_masks_by_source_frame(propagator):
-    from pixelrefer_hf.processing.masklets import propagate_in_clip
     from pixelrefer_hf.processing.video import load_video
+    from pixelrefer_hf.segmentation import propagate_in_clip
 
     frames = synthetic_video(6)
     clip = load_video(list(frames), fps=None, max_frames=3, extra_frames=[1])

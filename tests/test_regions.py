@@ -199,7 +199,7 @@ BAD_REGIONS = {
     "polygon-outside": ({"polygon": [20, 20, 30, 20, 30, 30]}, ValueError, r"entirely outside the image"),
     "polygon-nan": ({"polygon": [1, 1, 5, float("nan"), 5, 5]}, ValueError, r"not finite"),
     "polygon-malformed": ({"polygon": "1 2 3"}, ValueError, r"polygon .* is malformed"),
-    "points": ({"points": [[3, 4]]}, ValueError, r"segmenter.*pixelrefer_hf\.processing\.masklets"),
+    "points": ({"points": [[3, 4]]}, ValueError, r"segmenter.*pixelrefer_hf\.segmentation"),
     "points-chat-form": ({"type": "region", "points": [[3, 4]]}, ValueError, r"segmenter"),
     "bare-4-list": ([2, 3, 5, 7], TypeError, r"bare list of 4 numbers.*\{\"box\": \[x0, y0, x1, y1\]\}"),
     "unknown-key": ({"bbox": [2, 3, 5, 7]}, TypeError, r"unknown region key.*'bbox'.*\{\"box\""),

@@ -202,7 +202,7 @@ def test_bad_video_regions(model_and_processor, small_clip, tmp_path):
 
 def test_sam2_masklet_end_to_end(model_and_processor):
     """A box on one frame of the real mp4 -> tiny random SAM2 masklet -> processor -> model.generate."""
-    from pixelrefer_hf.processing.masklets import propagate_in_clip
+    from pixelrefer_hf.segmentation import propagate_in_clip
     from pixelrefer_hf.tiny_random import build_tiny_sam2
 
     model, processor = model_and_processor

@@ -21,10 +21,10 @@ from transformers.utils import logging as hf_logging
 from . import __version__, tiny_random
 from .conversion import ConversionReport, PushReport, convert_checkpoint, push_checkpoint
 from .conversion.model_card import VARIANT_NAMES
-from .processing.masklets import MaskletPropagator, propagate_in_clip
 from .processing.processing_pixelrefer import REGION_PLACEHOLDER
 from .processing.regions import region_to_mask
 from .processing.video import load_video
+from .segmentation import MaskletPropagator, propagate_in_clip
 from .visualization import render_regions
 
 

@@ -1,16 +1,16 @@
 """Model cards of converted PixelRefer checkpoints, generated from their config (huggingface_hub `ModelCard`)."""
 
-import logging
 import re
 from pathlib import Path
 from string import Template
 
 from huggingface_hub import ModelCard, ModelCardData
+from transformers.utils import logging
 
 from ..modeling import PixelReferConfig
 
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 ARXIV_ID = "2510.23603"
 TAGS = ["region-understanding", "video", "pixelrefer"]
@@ -54,6 +54,7 @@ print(processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_spec
 VIDEO_SNIPPET = Template("""\
 import pixelrefer_hf  # registers PixelRefer with the Auto classes
 from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers.utils import logging
 
 processor = AutoProcessor.from_pretrained("$repo_id")
 model = AutoModelForImageTextToText.from_pretrained("$repo_id", dtype="auto", device_map="auto")
@@ -175,7 +176,7 @@ classes (no `trust_remote_code`).
 
 A region of a video is drawn on one frame (`"frame"`, an index into the source video), or is a masklet
 `{{"masklet": {{frame: mask, ...}}}}`; SAM2 makes one from a single box with
-`pixelrefer_hf.processing.masklets.propagate_in_clip(MaskletPropagator.from_pretrained("facebook/sam2.1-hiera-tiny"),
+`pixelrefer_hf.segmentation.propagate_in_clip(MaskletPropagator.from_pretrained("facebook/sam2.1-hiera-tiny"),
 load_video("video.mp4", extra_frames=[0]), [{{"box": [...]}}], prompt_frame=0)`. PixelRefer reads the sampled frames
 as video tokens and the object on its frame; PixelRefer-Lite reads the object on every frame of its masklet, each
 with its timestamp.

@@ -359,7 +359,7 @@ def _check_polygon_part(part: list, where: str) -> list[float]:
 def _reject_points(points: Any, image_size: tuple[int, int], where: str) -> np.ndarray:
     raise ValueError(
         f"{where}: points mark a region only when a segmenter (SAM2) turns them into a mask; convert them to a mask "
-        'first with `pixelrefer_hf.processing.masklets`, or pass {"box": [x0, y0, x1, y1]} or {"mask": ...}'
+        'first with `pixelrefer_hf.segmentation`, or pass {"box": [x0, y0, x1, y1]} or {"mask": ...}'
     )
 
 
