@@ -56,8 +56,6 @@ def config_2b(object_only: bool) -> PixelReferConfig:
         },
         tie_word_embeddings=True,
         object_only=object_only,
-        kmeans_iterations=3 if object_only else 5,
-        round_pixels_to_bfloat16=object_only,
     )
 
 

@@ -1,6 +1,10 @@
 """Standard transformers paths with regions: pipelines with batches, processor keywords and truncation, model
 construction (each part built once, gradient checkpointing, no unused Lite module) and the tiny model's answers."""
 
+import ast
+import inspect
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +14,7 @@ from samples import PHOTO, image_messages, shrunk_clip
 from test_generation_paths import two_image_samples, video_and_image_samples
 from transformers import Qwen2Model, VideoLlama3VisionModel, pipeline
 
+import pixelrefer_hf.processing as processing
 from pixelrefer_hf import PixelReferForConditionalGeneration
 from pixelrefer_hf.conversion import convert_checkpoint
 from pixelrefer_hf.tiny_random import TINY_VOCABULARY, build_tiny_random, tiny_config
@@ -66,6 +71,8 @@ def test_processor_text_keywords(tiny):
     short = int(right["attention_mask"][1].sum())
     assert torch.equal(right["input_ids"][1, :short], default["input_ids"][1, -short:])
     assert isinstance(processor(text=texts, return_tensors="np", **kwargs)["input_ids"], np.ndarray)
+    one_each = processor(text=texts, images=[PHOTO, PHOTO], regions=kwargs["regions"])
+    assert torch.equal(one_each["input_ids"], default["input_ids"])
     with pytest.raises(TypeError, match=r"unknown keyword\(s\) \['paddin'\]"):
         processor(text=texts, paddin=True, **kwargs)
 
@@ -168,3 +175,19 @@ def test_tiny_model_answers_in_words_that_depend_on_the_regions(tiny):
     for ids in answers:
         words = processor.decode(ids).split()
         assert len(words) == 8 and set(words) <= set(TINY_VOCABULARY)
+
+
+def test_processing_does_not_import_modeling():
+    """The processor side never imports the torch model code (the package's Auto registration does, on purpose)."""
+    for path in Path(processing.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert "modeling" not in node.module.split("."), f"{path.name} imports {node.module}"
+
+
+def test_processor_outputs_are_model_inputs(tiny):
+    """Every name the processor declares is an input of the model's forward, so Trainer keeps its columns."""
+    model, processor = tiny
+    assert set(processor.model_input_names) <= set(inspect.signature(model.forward).parameters)
+    inputs = processor.apply_chat_template(two_image_samples()[0], tokenize=True, return_dict=True)
+    assert set(inputs) <= set(processor.model_input_names)

@@ -9,11 +9,10 @@ so that a demo shows words and a test comparing answers can tell regions apart.
 import torch
 from transformers import Sam2VideoConfig, Sam2VideoModel
 
-from .conversion.convert_original import original_processor
 from .modeling import PixelReferConfig, PixelReferForConditionalGeneration
 from .processing import PixelReferProcessor
-from .processing.masklets import MaskletPropagator
 from .processing.qwen_tokenizer import build_qwen2_5_tokenizer
+from .segmentation import MaskletPropagator
 
 
 TINY_MODEL_NAME = "tiny-random"
@@ -52,13 +51,14 @@ def tiny_config(object_only: bool = False, mask_num: int = 32) -> PixelReferConf
         tie_word_embeddings=False,
         mask_num=mask_num,
         object_only=object_only,
-        kmeans_iterations=3 if object_only else 5,
     )
 
 
 def build_processor(object_only: bool = False, mask_num: int = 32) -> PixelReferProcessor:
     """Processor with the settings of the original release (DAMOVL image processor, offline Qwen2.5 tokenizer)."""
-    return original_processor(build_qwen2_5_tokenizer(), mask_num=mask_num, object_only=object_only)
+    return PixelReferProcessor.from_original_release(
+        build_qwen2_5_tokenizer(), mask_num=mask_num, object_only=object_only
+    )
 
 
 def build_tiny_random(

@@ -7,7 +7,6 @@ config) when it is local, and usually the tokenizer files. The converted folder 
 """
 
 import json
-import logging
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -19,13 +18,13 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, GenerationConfig
 from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
-from transformers.models.video_llama_3.image_processing_pil_video_llama_3 import VideoLlama3ImageProcessorPil
+from transformers.utils import logging
 
 from ..modeling import PixelReferConfig, PixelReferForConditionalGeneration
 from ..processing import PixelReferProcessor
 
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 VARIANTS = {"pixelrefer_qwen2": "full", "pixelreferlite_qwen2": "lite"}
 
@@ -50,15 +49,6 @@ UNUSED_KEYS = {
 
 # SigLIP-NaViT (VL3-SigLIP-NaViT) has 72-dimensional attention heads; used when its config is not available locally.
 SIGLIP_NAVIT_HEAD_DIM = 72
-# The DAMOVL preprocessor's settings the original keeps; its `max_pixels` is replaced when the encoder is loaded
-# (see `original_pixel_budget`).
-DAMOVL_PREPROCESSOR_DEFAULTS = {
-    "min_pixels": 3136,
-    "image_mean": [0.5, 0.5, 0.5],
-    "image_std": [0.5, 0.5, 0.5],
-    "patch_size": 14,
-    "resample": 3,
-}
 
 
 @dataclass
@@ -182,9 +172,7 @@ def build_config(src: Path, original: dict, state_dict: dict[str, torch.Tensor])
         region_token_id=original.get("region_token_index", 151668),
         mask_num=original.get("mask_num", 32),
         object_only=variant == "lite",
-        kmeans_iterations=3 if variant == "lite" else 5,
         use_token_compression=original.get("use_token_compression", True),
-        round_pixels_to_bfloat16=variant == "lite",
         tie_word_embeddings=original.get("tie_word_embeddings", False),
     )
 
@@ -196,46 +184,6 @@ def _tokenizer_class(src: Path) -> type:
     return (name and tokenizer_class_from_name(name)) or AutoTokenizer
 
 
-def original_pixel_budget(max_vision_tokens: int, spatial_merge_size: int, patch_size: int) -> int:
-    """Most pixels of one image (before the division among the images of a call) in the original release.
-
-    Its encoder loader overrides the preprocessor's `max_pixels` with `mm_max_length * (merge * patch)**2`, and its
-    preprocessing divides that by `(merge / image_downsampling)**2`; images and crops use `image_downsampling=1`.
-    Video frames use `image_downsampling=merge`, i.e. `merge**2` times this budget (see `PixelReferProcessor`).
-    """
-    max_pixels = max_vision_tokens * (spatial_merge_size * patch_size) ** 2
-    return int(max_pixels / spatial_merge_size**2)
-
-
-def original_processor(
-    tokenizer,
-    *,
-    mask_num: int,
-    object_only: bool,
-    use_token_compression: bool = True,
-    preprocessor: dict | None = None,
-    max_vision_tokens: int = 8192,
-    spatial_merge_size: int = 2,
-) -> PixelReferProcessor:
-    """A processor with the original release's settings: the DAMOVL image processor (`preprocessor` overrides its
-    defaults, e.g. from the encoder's `preprocessor_config.json`), the pixel budget of the checkpoint's
-    `mm_max_length` (`max_vision_tokens`) and `spatial_merge_size`, and the variant's object-shrinking threshold."""
-    settings = dict(DAMOVL_PREPROCESSOR_DEFAULTS)
-    settings.update({k: v for k, v in (preprocessor or {}).items() if k in settings})
-    settings["max_pixels"] = original_pixel_budget(max_vision_tokens, spatial_merge_size, settings["patch_size"])
-    # Batches for generation are padded on the left (the saved tokenizer config keeps it, e.g. for pipelines).
-    tokenizer.padding_side = "left"
-    return PixelReferProcessor(
-        VideoLlama3ImageProcessorPil(merge_size=1, **settings),
-        tokenizer,
-        mask_num=mask_num,
-        object_only=object_only,
-        max_object_patches=50 if object_only else 100,
-        use_token_compression=use_token_compression,
-        video_merge_size=spatial_merge_size,
-    )
-
-
 def build_processor(src: Path, original: dict, config: PixelReferConfig) -> PixelReferProcessor | None:
     """The processor of the converted folder, or None when the original folder has no tokenizer."""
     if not any((src / name).is_file() for name in ("tokenizer.json", "vocab.json", "tokenizer_config.json")):
@@ -245,7 +193,7 @@ def build_processor(src: Path, original: dict, config: PixelReferConfig) -> Pixe
     if original.get("mm_vision_encoder") and preprocessor_file.is_file():
         preprocessor = json.loads(preprocessor_file.read_text())
     merge = original.get("spatial_merge_size", 2)
-    return original_processor(
+    return PixelReferProcessor.from_original_release(
         _tokenizer_class(src).from_pretrained(src),
         mask_num=config.mask_num,
         object_only=config.object_only,
@@ -365,6 +313,4 @@ __all__ = [
     "convert_checkpoint",
     "load_original_state_dict",
     "map_key",
-    "original_pixel_budget",
-    "original_processor",
 ]

@@ -6,7 +6,6 @@ created; the files then go up in one commit. A repo created by a push whose comm
 """
 
 import json
-import logging
 import re
 import struct
 import tempfile
@@ -18,7 +17,7 @@ from typing import Literal
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, get_token
 from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-from transformers.utils import logging as hf_logging
+from transformers.utils import logging
 from transformers.utils.hub import convert_file_size_to_int
 
 from ..modeling import PixelReferConfig, PixelReferForConditionalGeneration
@@ -26,7 +25,7 @@ from .convert_original import VARIANTS, convert_checkpoint
 from .model_card import VARIANT_NAMES, build_model_card, variant_of
 
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 SourceKind = Literal["original", "converted"]
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -172,16 +171,16 @@ def _progress_bars(enabled: bool) -> Iterator[None]:
     if enabled:
         yield
         return
-    hub_on, transformers_on = not are_progress_bars_disabled(), hf_logging.is_progress_bar_enabled()
+    hub_on, transformers_on = not are_progress_bars_disabled(), logging.is_progress_bar_enabled()
     disable_progress_bars()
-    hf_logging.disable_progress_bar()
+    logging.disable_progress_bar()
     try:
         yield
     finally:
         if hub_on:
             enable_progress_bars()
         if transformers_on:
-            hf_logging.enable_progress_bar()
+            logging.enable_progress_bar()
 
 
 def push_checkpoint(

@@ -18,15 +18,16 @@ class PixelReferConfig(VideoLlama3Config):
     object_only (`bool`, *optional*, defaults to `False`):
         `True` for PixelRefer-Lite (Object-Only): no image or video tokens reach the LLM; object tokens are first
         fused with local and global image features by Object-Centric Infusion.
-    kmeans_iterations (`int`, *optional*, defaults to 5):
-        Iterations of the k-means clustering of object features (the original uses 5 for the full model, 3 for Lite).
+    kmeans_iterations (`int`, *optional*):
+        Iterations of the k-means clustering of object features; defaults to the original's, 5 for the full model
+        and 3 for Lite.
     oci_num_heads (`int`, *optional*, defaults to 8):
         Attention heads of the Object-Centric Infusion cross-attention (Lite only).
     use_token_compression (`bool`, *optional*, defaults to `True`):
         Drop video tokens that barely change from the previous frame (full variant, videos only).
-    round_pixels_to_bfloat16 (`bool`, *optional*, defaults to `False`):
-        Round the vision encoder's input pixels through bfloat16, whatever the model's dtype. The Lite release always
-        feeds its encoder bfloat16 pixels, so its checkpoints set this for parity in float32.
+    round_pixels_to_bfloat16 (`bool`, *optional*):
+        Round the vision encoder's input pixels through bfloat16, whatever the model's dtype; defaults to
+        `object_only`, since the Lite release always feeds its encoder bfloat16 pixels (and the full release does not).
 
     Example:
 
@@ -43,10 +44,18 @@ class PixelReferConfig(VideoLlama3Config):
     mask_num: int = 32
     region_token_id: int = 151668
     object_only: bool = False
-    kmeans_iterations: int = 5
+    kmeans_iterations: int | None = None
     oci_num_heads: int = 8
     use_token_compression: bool = True
-    round_pixels_to_bfloat16: bool = False
+    round_pixels_to_bfloat16: bool | None = None
+
+    def __post_init__(self, **kwargs):
+        # The one place where PixelRefer-Lite's settings differ from the full model's.
+        if self.kmeans_iterations is None:
+            self.kmeans_iterations = 3 if self.object_only else 5
+        if self.round_pixels_to_bfloat16 is None:
+            self.round_pixels_to_bfloat16 = self.object_only
+        super().__post_init__(**kwargs)
 
 
 __all__ = ["PixelReferConfig"]

@@ -12,8 +12,8 @@ from transformers.image_utils import load_image
 from transformers.processing_utils import ProcessingKwargs, TextKwargs, Unpack
 from transformers.utils import logging
 
-from ..modeling.modeling_pixelrefer import REGION_INPUT_NAMES
 from .object_crops import ObjectCrop, context_views, crop_object, crop_object_lite
+from .original_release import original_image_processor
 from .regions import region_to_mask
 from .video import VideoClip, load_video
 
@@ -63,6 +63,16 @@ REGION_PATCH_KEYS = (
     "region_local_pixel_values",
     "region_local_grid_thw",
 )
+# What the processor gives for regions (documented in `PixelReferModel.forward`).
+REGION_KEYS_OUT = (
+    *REGION_PATCH_KEYS[:2],
+    "region_masks",
+    "region_mask_hw",
+    "region_boxes",
+    "region_image_sizes",
+    *REGION_PATCH_KEYS[2:],
+    "region_view_ids",
+)
 
 
 class PixelReferProcessorKwargs(ProcessingKwargs, total=False):
@@ -94,14 +104,17 @@ def _to_rgb_array(image: Any, sample_index: int) -> np.ndarray:
     )
 
 
-def _per_sample(value: Any, batch_size: int, name: str) -> list[list]:
-    """Normalises images/regions to one list per sample."""
+def _per_sample(value: Any, batch_size: int, name: str, one_each: bool = False) -> list[list]:
+    """Normalises images/regions to one list per sample; with `one_each`, a flat list of `batch_size` items is one
+    item per sample (`images=[img0, img1]` for two texts)."""
     if value is None:
         return [[] for _ in range(batch_size)]
     if not isinstance(value, (list, tuple)):
         value = [value]
     if batch_size == 1 and not (len(value) == 1 and isinstance(value[0], (list, tuple))):
         return [list(value)]
+    if one_each and len(value) == batch_size and not any(isinstance(v, (list, tuple)) for v in value):
+        return [[v] for v in value]
     if len(value) != batch_size or not all(isinstance(v, (list, tuple)) or v is None for v in value):
         raise ValueError(
             f"Got {batch_size} texts but {name} is not one list per sample; pass {name}=[[...], [...]] with one "
@@ -178,6 +191,33 @@ class PixelReferProcessor(ProcessorMixin):
         super().__init__(image_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE, **kwargs)
 
     @classmethod
+    def from_original_release(
+        cls,
+        tokenizer,
+        *,
+        object_only: bool = False,
+        mask_num: int = 32,
+        use_token_compression: bool = True,
+        preprocessor: dict | None = None,
+        max_vision_tokens: int = 8192,
+        spatial_merge_size: int = 2,
+    ) -> "PixelReferProcessor":
+        """A processor with the original release's settings for `tokenizer`: its DAMOVL image processor and pixel
+        budget (`max_vision_tokens` is the checkpoint's `mm_max_length`; see
+        [`~pixelrefer_hf.processing.original_release.original_image_processor`]), the variant's object-shrinking
+        threshold (100 patches, Lite 50), and left padding for generation (kept in the saved tokenizer config)."""
+        tokenizer.padding_side = "left"
+        return cls(
+            original_image_processor(preprocessor, max_vision_tokens, spatial_merge_size),
+            tokenizer,
+            mask_num=mask_num,
+            object_only=object_only,
+            max_object_patches=50 if object_only else 100,
+            use_token_compression=use_token_compression,
+            video_merge_size=spatial_merge_size,
+        )
+
+    @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """Loads a saved processor; the image processor defaults to the PIL backend (`backend="pil"`), whose resize
         matches the original release's pixel values exactly, also where torchvision is installed."""
@@ -241,7 +281,7 @@ class PixelReferProcessor(ProcessorMixin):
         if text is None:
             raise ValueError("PixelReferProcessor needs `text` with one <region> per region.")
         texts = [text] if isinstance(text, str) else list(text)
-        batch_images = _per_sample(images, len(texts), "images")
+        batch_images = _per_sample(images, len(texts), "images", one_each=True)
         batch_regions = _per_sample(regions, len(texts), "regions")
         batch_videos = self._videos_per_sample(videos, len(texts))
         rgb_images = [[_to_rgb_array(im, i) for im in ims] for i, ims in enumerate(batch_images)]
@@ -656,8 +696,8 @@ class PixelReferProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
-        names = self.tokenizer.model_input_names + self.image_processor.model_input_names + list(VIDEO_KEYS)
-        return list(dict.fromkeys(names + [name for name in REGION_INPUT_NAMES if name != "region_kmeans_init"]))
+        names = self.tokenizer.model_input_names + self.image_processor.model_input_names
+        return list(dict.fromkeys([*names, *VIDEO_KEYS, *REGION_KEYS_OUT]))
 
 
 __all__ = ["PixelReferProcessor", "CHAT_TEMPLATE"]

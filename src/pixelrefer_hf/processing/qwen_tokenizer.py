@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.resources
-import logging
 import os
 import shutil
 import struct
@@ -33,13 +32,14 @@ from typing import TYPE_CHECKING
 from tokenizers import AddedToken
 from transformers import Qwen2Tokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
+from transformers.utils import logging
 
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 __all__ = [
     "PIXELREFER_SPECIAL_TOKENS",
