@@ -86,7 +86,6 @@ class GoldenCase:
             indices=indices,
             timestamps=info["timestamps"],
             fps=info["video_avg_fps"],
-            num_source_frames=info["video_num_frames"],
             extra_frames=extra,
         )
 

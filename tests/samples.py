@@ -29,6 +29,5 @@ def shrunk_clip(width: int, height: int) -> VideoClip:
         indices=clip.indices,
         timestamps=clip.timestamps,
         fps=clip.fps,
-        num_source_frames=clip.num_source_frames,
         extra_frames={0: shrink(clip.frame(0))},
     )

@@ -42,7 +42,7 @@ def test_sampling_rules():
 
 def test_decoding_the_shipped_clip():
     clip = load_video(CLIP, fps=1, extra_frames=[0])
-    assert clip.indices == [14, 43, 72, 101, 130] and clip.num_source_frames == 150
+    assert clip.indices == [14, 43, 72, 101, 130]
     assert clip.fps == pytest.approx(30000 / 1001)
     assert clip.frames.shape == (5, 720, 1280, 3) and clip.frames.dtype == np.uint8
     with av.open(CLIP) as container:
@@ -251,7 +251,6 @@ def test_video_frames_get_the_original_pixel_budget(converted):
         indices=list(range(num_frames)),
         timestamps=[float(i) for i in range(num_frames)],
         fps=1.0,
-        num_source_frames=num_frames,
     )
     inputs = processor(
         text="<video>\nWhat is <region>?", videos=[clip], regions=[[{"frame": 0, "box": [9, 9, 99, 99]}]]

@@ -30,7 +30,6 @@ class VideoClip:
     indices: index of each sampled frame in the source video.
     timestamps: seconds of each sampled frame (`index / fps`).
     fps: average frame rate of the source.
-    num_source_frames: frames in the source video.
     extra_frames: other frames of the source decoded on request (e.g. the frame a region is drawn on), by index.
     """
 
@@ -38,7 +37,6 @@ class VideoClip:
     indices: list[int]
     timestamps: list[float]
     fps: float
-    num_source_frames: int
     extra_frames: dict[int, np.ndarray] = field(default_factory=dict)
 
     def frame(self, index: int) -> np.ndarray:
@@ -111,7 +109,6 @@ def load_video(
         indices=indices,
         timestamps=[i / source_fps for i in indices],
         fps=source_fps,
-        num_source_frames=total,
         extra_frames={i: decoded[i] for i in extra_frames if i not in indices},
     )
 
