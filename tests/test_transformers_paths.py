@@ -191,3 +191,20 @@ def test_processor_outputs_are_model_inputs(tiny):
     assert set(processor.model_input_names) <= set(inspect.signature(model.forward).parameters)
     inputs = processor.apply_chat_template(two_image_samples()[0], tokenize=True, return_dict=True)
     assert set(inputs) <= set(processor.model_input_names)
+
+
+def test_image_features_match_the_forward():
+    model, processor = build_tiny_random()
+    inputs = processor.apply_chat_template(two_image_samples()[0], tokenize=True, return_dict=True)
+    image_inputs = {name: inputs[name] for name in ("pixel_values", "image_grid_thw", "image_merge_sizes")}
+    with torch.no_grad():
+        features = model.get_image_features(**image_inputs)
+        out = model(**inputs)
+    torch.testing.assert_close(torch.cat(features.pooler_output), out.image_hidden_states, rtol=0, atol=1e-6)
+
+
+def test_lite_refuses_image_features():
+    model, processor = build_tiny_random(object_only=True)
+    image = processor.image_processor(images=[PHOTO], return_tensors="pt")
+    with pytest.raises(ValueError, match="feeds no image or video tokens to its LLM"):
+        model.get_image_features(**image)

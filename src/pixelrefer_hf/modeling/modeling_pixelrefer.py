@@ -170,6 +170,18 @@ class PixelReferModel(PixelReferPreTrainedModel, VideoLlama3Model):
         split = (grid_thw.prod(-1) // merge_sizes**2).tolist()
         return BaseModelOutputWithPooling(last_hidden_state=features, pooler_output=torch.split(embeds, split))
 
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        image_grid_thw: torch.LongTensor,
+        image_merge_sizes: torch.LongTensor,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling:
+        """LLM embeddings of images `(sum(patches), 3 * patch**2)`, one tensor per image (as the forward computes
+        them, bfloat16 pixel rounding included); videos go through here too (`get_video_features`)."""
+        (features,) = self.encode_vision([(pixel_values, image_grid_thw, image_merge_sizes)])
+        return self._project_media(features, image_grid_thw, image_merge_sizes)
+
     def object_tokens(
         self,
         crop_features: torch.Tensor,
