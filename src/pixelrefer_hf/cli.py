@@ -396,7 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pixelrefer-hf {_package_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="also log informational messages")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_describe(commands)
+    _add_convert(commands)
+    _add_push(commands)
+    return parser
 
+
+def _add_describe(commands: argparse._SubParsersAction) -> None:
     ask = commands.add_parser(
         "describe",
         help="ask a question about regions of an image or a video",
@@ -457,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--save-vis", type=Path, metavar="OUT.png", help="save a picture of the regions and their crops")
     ask.set_defaults(handler=describe)
 
+
+def _add_convert(commands: argparse._SubParsersAction) -> None:
     conv = commands.add_parser(
         "convert",
         help="convert an original PixelRefer release folder to a Transformers folder",
@@ -470,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--no-progress", dest="progress_off", action="store_true", help="hide progress bars")
     conv.set_defaults(handler=convert)
 
+
+def _add_push(commands: argparse._SubParsersAction) -> None:
     publish = commands.add_parser(
         "push",
         help="push an original or converted checkpoint to the Hugging Face Hub, with a model card",
@@ -518,7 +528,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     publish.add_argument("--no-progress", dest="progress_off", action="store_true", help="hide progress bars")
     publish.set_defaults(handler=push)
-    return parser
 
 
 def _package_version() -> str:

@@ -213,6 +213,54 @@ def resolve_source(src: str | Path) -> Path:
     return Path(snapshot_download(str(src), allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt", "*.model"]))
 
 
+def map_state_dict(state_dict: dict[str, torch.Tensor], variant: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Original weights -> converted names, and the original keys dropped as unused by `variant`; an original weight
+    with no counterpart fails the conversion, naming it."""
+    converted, unknown, dropped = {}, [], []
+    for key, tensor in state_dict.items():
+        new_key = map_key(key)
+        if any(re.match(pattern, key) for pattern in UNUSED_KEYS[variant]):
+            dropped.append(key)
+        elif new_key is not None:
+            converted[new_key] = tensor
+        else:
+            unknown.append(key)
+    if dropped:
+        logger.info("Dropping %d weights the %s model never uses: %s", len(dropped), variant, sorted(dropped))
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} original weights have no counterpart in PixelReferForConditionalGeneration: "
+            f"{sorted(unknown)}"
+        )
+    return converted, dropped
+
+
+def _model_with_weights(
+    config: PixelReferConfig, converted: dict[str, torch.Tensor], dtype: torch.dtype, progress: bool
+) -> tuple[PixelReferForConditionalGeneration, list[str]]:
+    """The model holding the converted weights in `dtype` (built on the meta device, no double allocation), and the
+    names of the weights the original lacks (left at their initial values, and reported)."""
+    with torch.device("meta"):
+        model = PixelReferForConditionalGeneration(config)
+    expected = set(model.state_dict())
+    if config.tie_word_embeddings:
+        expected.discard("lm_head.weight")
+    missing = sorted(expected - set(converted))
+    extra = sorted(set(converted) - expected)
+    if extra:
+        raise ValueError(f"Mapped weights that the model does not have: {extra}")
+    if missing:
+        logger.warning("Weights missing from the original checkpoint (left at their initial values): %s", missing)
+        with torch.device("cpu"):
+            fresh = PixelReferForConditionalGeneration(config).state_dict()
+        converted = {**converted, **{k: fresh[k] for k in missing}}
+    converted = {k: v.to(dtype) for k, v in tqdm(converted.items(), desc="Converting", disable=not progress)}
+    model.load_state_dict(converted, strict=False, assign=True)
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    return model, missing
+
+
 def convert_checkpoint(
     src: str | Path, dst: str | Path, *, dtype: torch.dtype | None = None, progress: bool = True
 ) -> ConversionReport:
@@ -242,43 +290,11 @@ def convert_checkpoint(
 
     state_dict = load_original_state_dict(src, progress)
     config = build_config(src, original, state_dict)
-    converted, unknown, dropped = {}, [], []
-    for key, tensor in state_dict.items():
-        new_key = map_key(key)
-        if any(re.match(pattern, key) for pattern in UNUSED_KEYS[variant]):
-            dropped.append(key)
-        elif new_key is not None:
-            converted[new_key] = tensor
-        else:
-            unknown.append(key)
-    if dropped:
-        logger.info("Dropping %d weights the %s model never uses: %s", len(dropped), variant, sorted(dropped))
-    if unknown:
-        raise ValueError(
-            f"{len(unknown)} original weights have no counterpart in PixelReferForConditionalGeneration: "
-            f"{sorted(unknown)}"
-        )
+    converted, dropped = map_state_dict(state_dict, variant)
 
     target_dtype = dtype or getattr(torch, original.get("torch_dtype", "float32"))
     config.dtype = target_dtype
-    with torch.device("meta"):
-        model = PixelReferForConditionalGeneration(config)
-    expected = set(model.state_dict())
-    if config.tie_word_embeddings:
-        expected.discard("lm_head.weight")
-    missing = sorted(expected - set(converted))
-    extra = sorted(set(converted) - expected)
-    if extra:
-        raise ValueError(f"Mapped weights that the model does not have: {extra}")
-    if missing:
-        logger.warning("Weights missing from the original checkpoint (left at their initial values): %s", missing)
-        with torch.device("cpu"):
-            fresh = PixelReferForConditionalGeneration(config).state_dict()
-        converted.update({k: fresh[k] for k in missing})
-    converted = {k: v.to(target_dtype) for k, v in tqdm(converted.items(), desc="Converting", disable=not progress)}
-    model.load_state_dict(converted, strict=False, assign=True)
-    if config.tie_word_embeddings:
-        model.tie_weights()
+    model, missing = _model_with_weights(config, converted, target_dtype, progress)
     model.generation_config = _generation_config(src, original)
     dst.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dst)
@@ -313,4 +329,5 @@ __all__ = [
     "convert_checkpoint",
     "load_original_state_dict",
     "map_key",
+    "map_state_dict",
 ]
