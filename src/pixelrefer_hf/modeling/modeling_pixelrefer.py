@@ -53,6 +53,7 @@ REGION_INPUT_NAMES = (
 )
 IMAGE_INPUT_NAMES = ("pixel_values", "image_grid_thw", "image_merge_sizes")
 VIDEO_INPUT_NAMES = ("pixel_values_videos", "video_grid_thw", "video_merge_sizes", "video_compression_mask")
+MEDIA_INPUT_NAMES = (*IMAGE_INPUT_NAMES, *VIDEO_INPUT_NAMES, *REGION_INPUT_NAMES)
 PLACEHOLDER_NAMES = {"image": "<image>", "video": "<|video_pad|>", "region": "<REGION>"}
 
 
@@ -419,31 +420,12 @@ class PixelReferModel(PixelReferPreTrainedModel, VideoLlama3Model):
             Pre-encoded `"image"`, `"video"` and `"region"` features (see `get_multimodal_features`), as `generate`
             passes them; a modality given here is not encoded again.
         """
+        # The image, video and region arguments, by the names `MEDIA_INPUT_NAMES` lists once.
+        media = {name: value for name, value in locals().items() if name in MEDIA_INPUT_NAMES}
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-        raw = {
-            "pixel_values": pixel_values,
-            "image_grid_thw": image_grid_thw,
-            "image_merge_sizes": image_merge_sizes,
-            "pixel_values_videos": pixel_values_videos,
-            "video_grid_thw": video_grid_thw,
-            "video_merge_sizes": video_merge_sizes,
-            "video_compression_mask": video_compression_mask,
-            "region_pixel_values": region_pixel_values,
-            "region_grid_thw": region_grid_thw,
-            "region_masks": region_masks,
-            "region_mask_hw": region_mask_hw,
-            "region_boxes": region_boxes,
-            "region_image_sizes": region_image_sizes,
-            "region_kmeans_init": region_kmeans_init,
-            "region_global_pixel_values": region_global_pixel_values,
-            "region_global_grid_thw": region_global_grid_thw,
-            "region_local_pixel_values": region_local_pixel_values,
-            "region_local_grid_thw": region_local_grid_thw,
-            "region_view_ids": region_view_ids,
-        }
         encoded = dict(mm_encoder_outputs or {})
-        encoded.update(self.get_multimodal_features(input_ids, inputs_embeds, **raw))
+        encoded.update(self.get_multimodal_features(input_ids, inputs_embeds, **media))
         hidden = {}
         for modality in ("image", "video", "region"):
             if encoded.get(modality) is None:
@@ -578,8 +560,7 @@ class PixelReferForConditionalGeneration(PixelReferPreTrainedModel, VideoLlama3F
     ) -> dict:
         """Encodes images, videos and regions once, before prefill, into `mm_encoder_outputs` (one vision call), so
         that generation's expansion (beams, `num_return_sequences`) and chunked prefill see them per sample."""
-        names = (*IMAGE_INPUT_NAMES, *VIDEO_INPUT_NAMES, *REGION_INPUT_NAMES)
-        raw = {name: model_kwargs.pop(name) for name in names if model_kwargs.get(name) is not None}
+        raw = {name: model_kwargs.pop(name) for name in MEDIA_INPUT_NAMES if model_kwargs.get(name) is not None}
         if not raw:
             return model_kwargs
         input_ids = inputs_tensor if model_input_name == "input_ids" else model_kwargs.get("input_ids")
