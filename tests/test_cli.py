@@ -147,8 +147,8 @@ def no_model(monkeypatch):
 @pytest.mark.parametrize(
     "args, messages",
     [
-        (["--point", "9999,10"], ["point 9999,10", "640x422", "--point x,y", "0 <= x <= 640"]),
-        (["--video", CLIP, "--point", "10,2000"], ["point 10,2000", "frame 0 of the video", "0 <= y <="]),
+        (["--point", "9999,10"], ["--point", "[9999, 10]", "(H, W) = (422, 640)", "0 <= x <= 640"]),
+        (["--video", CLIP, "--point", "10,2000"], ["--point", "[10, 2000]", "frame 0 of the video", "0 <= y <="]),
         (["--box", "1,2,3,4", "--fps", "0"], ["--fps", "'0'", "number > 0"]),
         (["--box", "1,2,3,4", "--fps", "-1"], ["--fps", "'-1'", "number > 0"]),
         (["--box", "1,2,3,4", "--fps", "nan"], ["--fps", "'nan'", "number > 0"]),

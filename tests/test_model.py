@@ -126,7 +126,7 @@ def test_default_clustering_is_deterministic(model_and_processor, two_samples):
 def test_explicit_start_changes_tokens(model_and_processor, two_samples):
     model, processor = model_and_processor
     inputs = processor.apply_chat_template(two_samples[0], add_generation_prompt=True, tokenize=True, return_dict=True)
-    init = torch.arange(model.config.mask_num).flip(0).repeat(2, 1)
+    init = torch.arange(model.config.max_object_tokens).flip(0).repeat(2, 1)
     with torch.no_grad():
         default = model(**inputs).logits
         reversed_start = model(**inputs, region_kmeans_init=init).logits
@@ -148,7 +148,7 @@ def test_lite_prompt_has_no_image_tokens(model_and_processor, two_samples):
     num_image_tokens = int((inputs["input_ids"] == processor.image_token_id).sum())
     num_region_tokens = int((inputs["input_ids"] == processor.region_token_id).sum())
     if processor.object_only:
-        assert num_image_tokens == 0 and num_region_tokens == 2 * model.config.mask_num
+        assert num_image_tokens == 0 and num_region_tokens == 2 * model.config.max_object_tokens
     else:
         assert num_image_tokens == int(inputs["image_grid_thw"].prod())
 
@@ -170,19 +170,18 @@ def test_crop_resized_by_the_image_processor(model_and_processor, image_case):
     with torch.no_grad():
         grid = inputs["region_grid_thw"]
         (features,) = model.model.encode_vision([(inputs["region_pixel_values"], grid, torch.ones_like(grid[:, 0]))])
-        cells, valid, _ = tokenizer.masked_cells(
+        masked = tokenizer.masked_cells(
             features,
             grid[:, 1:],
             inputs["region_masks"],
             inputs["region_mask_hw"],
             inputs["region_boxes"],
-            inputs["region_image_sizes"],
         )
         # The original's order (MaskExtractor.forward, then MaskPooling): embed the box positions on the CROP grid
         # (generate_position_tensor with the (top, left, bottom, right) box it passes as (x0, y0, x1, y1)), add them
         # to the features, then resize features + positions bilinearly to the mask grid.
-        (h, w), (x0, y0, x1, y1) = crop_hw, inputs["region_boxes"][0].tolist()
-        raw_h, raw_w = inputs["region_image_sizes"][0].tolist()
+        (crop,) = processor.object_crops(image, [{"box": box}])
+        (h, w), (x0, y0, x1, y1), (raw_h, raw_w) = crop_hw, crop.box, crop.image_size
         top, left, bottom, right = y0, x0, y1, x1
         first = ((torch.arange(w) / w).repeat(h, 1) * (bottom - top) + top) / (raw_w - 1)
         second = ((torch.arange(h) / h)[:, None].repeat(1, w) * (right - left) + left) / (raw_h - 1)
@@ -191,7 +190,7 @@ def test_crop_resized_by_the_image_processor(model_and_processor, image_case):
             embedded.permute(2, 0, 1)[None], size=tuple(mask_hw), mode="bilinear", align_corners=False
         )[0].permute(1, 2, 0)
         expected = resized.reshape(-1, resized.shape[-1])[inputs["region_masks"] > 0]
-        torch.testing.assert_close(cells[0][valid[0]], expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(masked.cells[0][masked.valid[0]], expected, rtol=0, atol=1e-6)
         logits = model(**inputs).logits
     assert torch.isfinite(logits).all()
 
@@ -231,7 +230,7 @@ def test_one_vision_call_for_images_and_all_crops(model_and_processor, two_sampl
     assert len(calls) == 1
     grids = calls[0]["grid_thw"]
     expected = len(batch["region_grid_thw"]) + (
-        2 * len(batch["region_local_grid_thw"]) if processor.object_only else len(batch["image_grid_thw"])
+        len(batch["region_context_grid_thw"]) if processor.object_only else len(batch["image_grid_thw"])
     )
     assert len(grids) == expected
 
@@ -249,6 +248,6 @@ def test_logits_to_keep_matches_full_logits(model_and_processor, two_samples):
 def test_lite_model_refuses_inputs_without_context_views(two_samples, converted):
     model, processor = _load(converted(checkpoints()["lite"]))
     inputs = processor.apply_chat_template(two_samples[1], add_generation_prompt=True, tokenize=True, return_dict=True)
-    del inputs["region_global_pixel_values"]
+    del inputs["region_context_pixel_values"]
     with pytest.raises(ValueError, match="object_only=True"):
         model(**inputs)

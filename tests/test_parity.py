@@ -51,7 +51,7 @@ def model_and_inputs(case, converted):
     inputs = processor.apply_chat_template(
         case.messages(), add_generation_prompt=True, tokenize=True, return_dict=True
     )
-    init = torch.from_numpy(case.kmeans_init(model.config.mask_num))
+    init = torch.from_numpy(case.kmeans_init(model.config.max_object_tokens))
     return model, processor, inputs, init
 
 
@@ -120,10 +120,11 @@ def test_processor_outputs(case, model_and_inputs):
         np.testing.assert_array_equal(inputs["video_compression_mask"].numpy(), kept[image_positions])
     else:
         assert "pixel_values" not in inputs and "pixel_values_videos" not in inputs
-        for view, name in (("global", "raw"), ("local", "local")):
-            pixels = inputs[f"region_{view}_pixel_values"].split(inputs[f"region_{view}_grid_thw"].prod(-1).tolist())
+        # Each context image has its global view, then its local view.
+        views = inputs["region_context_pixel_values"].split(inputs["region_context_grid_thw"].prod(-1).tolist())
+        for offset, name in ((0, "raw"), (1, "local")):
             for i, source in enumerate(lite_view_index(case)):
-                own = pixels[int(inputs["region_view_ids"][i])]
+                own = views[2 * int(inputs["region_view_ids"][i]) + offset]
                 np.testing.assert_array_equal(own.numpy(), golden[f"lite_{name}_pixel_values_{source}"])
     crop_pixels = inputs["region_pixel_values"].split(inputs["region_grid_thw"].prod(-1).tolist())
     for i, pixels in enumerate(crop_pixels):
@@ -142,9 +143,8 @@ def test_vision_and_object_tokens(case, model_and_inputs):
     lite = case.variant == "lite"
     groups = [(inputs["region_pixel_values"], inputs["region_grid_thw"], ones_like_grid(inputs["region_grid_thw"]))]
     if lite:
-        for view in ("global", "local"):
-            grid = inputs[f"region_{view}_grid_thw"]
-            groups.append((inputs[f"region_{view}_pixel_values"], grid, ones_like_grid(grid)))
+        grid = inputs["region_context_grid_thw"]
+        groups.append((inputs["region_context_pixel_values"], grid, ones_like_grid(grid)))
     elif case.modal == "image":
         groups.insert(0, (inputs["pixel_values"], inputs["image_grid_thw"], inputs["image_merge_sizes"]))
     else:
@@ -152,12 +152,12 @@ def test_vision_and_object_tokens(case, model_and_inputs):
     with torch.no_grad():
         features = inner.encode_vision(groups)
         if lite:
-            crop_features, global_features, local_features = features
-            for view, name, feats in (("global", "raw", global_features), ("local", "local", local_features)):
-                per_view = feats.split(inputs[f"region_{view}_grid_thw"].prod(-1).tolist())
+            crop_features, context_features = features
+            per_view = context_features.split(inputs["region_context_grid_thw"].prod(-1).tolist())
+            for offset, name in ((0, "raw"), (1, "local")):
                 for i, source in enumerate(lite_view_index(case)):
                     expected = golden[f"lite_{name}_features_grid_{source}"]
-                    actual = per_view[int(inputs["region_view_ids"][i])].view(expected.shape)
+                    actual = per_view[2 * int(inputs["region_view_ids"][i]) + offset].view(expected.shape)
                     assert_close(actual, expected, FEATURE_ATOL, f"lite_{name}_features_grid_{source}")
         else:
             media_features, crop_features = features
@@ -172,7 +172,7 @@ def test_vision_and_object_tokens(case, model_and_inputs):
 
         tokenizer = inner.object_tokenizer
         # The original embeds the box positions on the crop's patch grid (before any resize to the mask grid).
-        positions = box_position_grid(grids, inputs["region_boxes"], inputs["region_image_sizes"])
+        positions = box_position_grid(grids, inputs["region_boxes"])
         pos_emb = tokenizer.box_position_embedding(positions).split(grids.prod(-1).tolist())
         for i, emb in enumerate(pos_emb):
             assert_close(emb.view(golden[f"pos_emb_{i}"].shape), golden[f"pos_emb_{i}"], FEATURE_ATOL, f"pos_emb_{i}")
@@ -183,10 +183,10 @@ def test_vision_and_object_tokens(case, model_and_inputs):
             inputs["region_masks"],
             inputs["region_mask_hw"],
             inputs["region_boxes"],
-            inputs["region_image_sizes"],
         )
-        cells, _, num_cells = tokenizer.masked_cells(*args)
-        pooled = tokenizer.pool(*args, initial_indices=init)
+        masked = tokenizer.masked_cells(*args)
+        cells, num_cells = masked.cells, masked.counts
+        pooled = tokenizer.pool(masked, initial_indices=init)
         for i in range(case.num_regions):
             expected = golden.get(f"kmeans_input_tokens_{i}", golden[f"pool_output_{i}"])
             assert num_cells[i].item() == len(expected)
@@ -198,10 +198,10 @@ def test_vision_and_object_tokens(case, model_and_inputs):
             assert_close(pooled.tokens, golden["oci_local_query_0"], KMEANS_ATOL, "oci_local_query")
             infusion = inner.object_infusion
             view_ids = inputs["region_view_ids"]
-            keys = {}
-            for view, feats in (("local", local_features), ("global", global_features)):
-                per_view = feats.split(inputs[f"region_{view}_grid_thw"].prod(-1).tolist())
-                keys[view] = torch.stack([per_view[int(v)] for v in view_ids])
+            keys = {
+                view: torch.stack([per_view[2 * int(v) + offset] for v in view_ids])
+                for view, offset in (("global", 0), ("local", 1))
+            }
             local_out = (
                 pooled.tokens
                 + infusion.local_attention(
@@ -213,18 +213,16 @@ def test_vision_and_object_tokens(case, model_and_inputs):
             assert_close(infused, golden["oci_global_out_0"], OUTPUT_ATOL, "oci_global_out")
         else:
             assert pooled.counts.tolist() == golden["mask_nums"].tolist()
-        view_args = (
-            (
-                global_features,
-                inputs["region_global_grid_thw"],
-                local_features,
-                inputs["region_local_grid_thw"],
-                inputs["region_view_ids"],
-            )
+        context = (
+            {
+                "context_features": context_features,
+                "region_context_grid_thw": inputs["region_context_grid_thw"],
+                "view_ids": inputs["region_view_ids"],
+            }
             if lite
-            else ()
+            else {}
         )
-        region_tokens = inner.object_tokens(crop_features, inputs["region_grid_thw"], *args[2:], init, *view_args)
+        region_tokens = inner.object_tokens(crop_features, inputs["region_grid_thw"], *args[2:], init, **context)
         assert_close(region_tokens, golden["region_tokens"], OUTPUT_ATOL, "region_tokens")
 
 
@@ -234,7 +232,7 @@ def test_kmeans_from_recorded_start(case, model_and_inputs):
         if f"kmeans_randperm_{i}" not in case.arrays:
             continue
         points = torch.from_numpy(case.arrays[f"kmeans_input_tokens_{i}"])
-        if len(points) <= model.config.mask_num:
+        if len(points) <= model.config.max_object_tokens:
             continue
         centroids = batched_kmeans(
             points[None], torch.ones(1, len(points), dtype=torch.bool), init[i : i + 1], model.config.kmeans_iterations

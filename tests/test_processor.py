@@ -34,7 +34,7 @@ def box_mask(shape, x0, y0, x1, y1):
 
 def test_autoprocessor_class(processor):
     assert isinstance(processor, PixelReferProcessor)
-    assert processor.mask_num == json.loads((CHECKPOINT / "config.json").read_text())["mask_num"]
+    assert processor.max_object_tokens == json.loads((CHECKPOINT / "config.json").read_text())["mask_num"]
     assert type(processor.image_processor).__name__ == "VideoLlama3ImageProcessorPil"
 
 
@@ -51,8 +51,10 @@ def test_region_expansion_and_tensors(processor, image):
     assert inputs["region_grid_thw"].shape == (2, 3)
     assert inputs["region_pixel_values"].shape[0] == int(inputs["region_grid_thw"].prod(-1).sum())
     assert inputs["region_masks"].shape[0] == int(inputs["region_mask_hw"].prod(-1).sum())
-    assert inputs["region_boxes"].tolist() == [list(c.box) for c in crops]
-    assert inputs["region_image_sizes"].tolist() == [[90, 120], [90, 120]]
+    # Normalised as the original does: (top, left, bottom, right) over (W - 1, H - 1), on the 90 x 120 image.
+    boxes = [c.box for c in crops]
+    expected = [[top / 119, left / 89, bottom / 119, right / 89] for left, top, right, bottom in boxes]
+    torch.testing.assert_close(inputs["region_boxes"], torch.tensor(expected), rtol=0, atol=1e-7)
     text = processor.decode(ids)
     assert text.count("[") == 2 and "<region>" not in text
 
@@ -103,8 +105,8 @@ def test_save_and_load_round_trip(processor, tmp_path, image):
     loaded = AutoProcessor.from_pretrained(tmp_path)
     assert isinstance(loaded, PixelReferProcessor)
     assert loaded.chat_template == processor.chat_template
-    assert (loaded.mask_num, loaded.object_only, loaded.margin_patches, loaded.max_object_patches) == (
-        processor.mask_num,
+    assert (loaded.max_object_tokens, loaded.object_only, loaded.margin_patches, loaded.max_object_patches) == (
+        processor.max_object_tokens,
         processor.object_only,
         processor.margin_patches,
         processor.max_object_patches,
@@ -177,7 +179,11 @@ def test_several_images_need_image_index(processor, image):
         images=[[image, image[:50]]],
         regions=[[{"box": [1, 1, 5, 40], "image_index": 1}]],
     )
-    assert inputs["region_image_sizes"].tolist() == [[50, 120]]
+    (crop,) = processor.object_crops(image[:50], [{"box": [1, 1, 5, 40]}])
+    left, top, right, bottom = crop.box
+    # The box is normalised by the size of the second image (50 x 120), not the first (90 x 120).
+    expected = torch.tensor([[top / 119, left / 49, bottom / 119, right / 49]])
+    torch.testing.assert_close(inputs["region_boxes"], expected, rtol=0, atol=1e-7)
 
 
 def test_image_from_path_equals_array(processor, image, tmp_path):

@@ -185,7 +185,7 @@ BAD_REGIONS = {
     "box-negative": ({"box": [-1, 3, 5, 7]}, ValueError, r"outside the image"),
     "box-3-numbers": ({"box": [1, 2, 3]}, ValueError, r"malformed.*4 finite numbers"),
     "box-nan": ({"box": [1, 2, float("nan"), 5]}, ValueError, r"malformed.*not finite"),
-    "box-strings": ({"box": ["1", "2", "3", "4"]}, ValueError, r"malformed"),
+    "box-strings": ({"box": ["1", "2", "3", "4"]}, TypeError, r"malformed \(not all numbers\)"),
     "rle-wrong-size": ({"rle": mask_to_rle(np.ones((4, 4), np.uint8))}, ValueError, r"size \[4, 4\].*\(8, 10\)"),
     "rle-no-size": ({"rle": {"counts": [80]}}, ValueError, r"malformed.*'size'"),
     "rle-counts-sum": ({"rle": {"size": [HEIGHT, WIDTH], "counts": [3, 2, 10]}}, ValueError, r"sum to 15.*80"),

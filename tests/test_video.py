@@ -91,7 +91,7 @@ def test_bad_videos(tmp_path):
         load_video(tmp_path / "empty")
     with pytest.raises(ValueError, match="no frames"):
         load_video([])
-    with pytest.raises(ValueError, match=r"frames \[150\] are outside it"):
+    with pytest.raises(ValueError, match=r"frames \[150\] are outside the video"):
         load_video(CLIP, extra_frames=[150])
     with pytest.raises(ValueError, match="uint8"):
         load_video([np.zeros((4, 4, 3), np.float32)])
@@ -130,7 +130,7 @@ def test_video_inputs(model_and_processor, small_clip):
     text = processor.decode(inputs["input_ids"][0])
     if processor.object_only:
         assert "pixel_values_videos" not in inputs and "<|video_pad|>" not in text
-        assert "[Time 0.0:" + "<REGION>" * model.config.mask_num + "]" in text
+        assert "[Time 0.0:" + "<REGION>" * model.config.max_object_tokens + "]" in text
     else:
         assert inputs["video_grid_thw"].tolist() == [[5, 12, 22]]  # 180x320 -> 168x308 pixels
         assert int(inputs["video_compression_mask"].sum()) == text.count("<|video_pad|>")
@@ -182,7 +182,7 @@ def test_bad_video_regions(model_and_processor, small_clip, tmp_path):
         run([{"box": [10, 10, 50, 50]}])
     with pytest.raises(ValueError, match=r"sample 0: regions are drawn on frames \[7\].*not decoded"):
         run([{"frame": 7, "box": [10, 10, 50, 50]}])
-    with pytest.raises(ValueError, match=r"sample 0: .*frames \[400\] are outside it"):
+    with pytest.raises(ValueError, match=r"sample 0: .*frames \[400\] are outside the video"):
         run([{"masklet": {400: {"box": [10, 10, 50, 50]}}}], video=CLIP)
     with pytest.raises(ValueError, match=r"sample 0, region 0: a masklet is a non-empty dict"):
         run([{"masklet": {}}])

@@ -25,6 +25,7 @@ from .processing.processing_pixelrefer import REGION_PLACEHOLDER
 from .processing.regions import region_to_mask
 from .processing.video import load_video
 from .segmentation import MaskletPropagator, propagate_in_clip
+from .validation import pixel_points
 from .visualization import render_regions
 
 
@@ -145,15 +146,13 @@ def read_mask(path: str) -> dict[str, np.ndarray]:
 
 
 def check_points(regions: Sequence[dict], size: tuple[int, int], where: str = "image") -> None:
-    """Refuses a `--point` outside the `(H, W)` image (before SAM2 is loaded for it)."""
-    height, width = size
+    """Refuses a `--point` outside the `(H, W)` image (before SAM2 is loaded for it), as the SAM2 prompts would."""
     for index, region in enumerate(regions):
-        for x, y in region.get("points", ()):
-            if not (0 <= x <= width and 0 <= y <= height):
-                raise CommandError(
-                    f"point {x:g},{y:g} (region {index}) is outside the {width}x{height} (WxH) {where}; pass --point "
-                    f"x,y with 0 <= x <= {width} and 0 <= y <= {height}"
-                )
+        if "points" in region:
+            try:
+                pixel_points(region["points"], None, size, f"region {index} on the {where}")
+            except ValueError as error:
+                raise CommandError(f"--point: {error}") from error
 
 
 def build_messages(media: dict, question: str, regions: Sequence[dict]) -> list[dict]:

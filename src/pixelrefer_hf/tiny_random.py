@@ -25,7 +25,7 @@ TINY_VOCABULARY = (
 ).split()
 
 
-def tiny_config(object_only: bool = False, mask_num: int = 32) -> PixelReferConfig:
+def tiny_config(object_only: bool = False, max_object_tokens: int = 32) -> PixelReferConfig:
     """PixelRefer shapes scaled down: SigLIP-NaViT-like encoder (32 wide, 2 layers), Qwen2 LLM (32 wide, 2 layers)."""
     return PixelReferConfig(
         vision_config={
@@ -49,28 +49,28 @@ def tiny_config(object_only: bool = False, mask_num: int = 32) -> PixelReferConf
             "eos_token_id": 151645,
         },
         tie_word_embeddings=False,
-        mask_num=mask_num,
+        max_object_tokens=max_object_tokens,
         object_only=object_only,
     )
 
 
-def build_processor(object_only: bool = False, mask_num: int = 32) -> PixelReferProcessor:
+def build_processor(object_only: bool = False, max_object_tokens: int = 32) -> PixelReferProcessor:
     """Processor with the settings of the original release (DAMOVL image processor, offline Qwen2.5 tokenizer)."""
     return PixelReferProcessor.from_original_release(
-        build_qwen2_5_tokenizer(), mask_num=mask_num, object_only=object_only
+        build_qwen2_5_tokenizer(), max_object_tokens=max_object_tokens, object_only=object_only
     )
 
 
 def build_tiny_random(
-    seed: int = 0, object_only: bool = False, mask_num: int = 32
+    seed: int = 0, object_only: bool = False, max_object_tokens: int = 32
 ) -> tuple[PixelReferForConditionalGeneration, PixelReferProcessor]:
     """Tiny random-weight model and its processor (same seed, same weights)."""
-    config = tiny_config(object_only=object_only, mask_num=mask_num)
+    config = tiny_config(object_only=object_only, max_object_tokens=max_object_tokens)
     torch.manual_seed(seed)
     model = PixelReferForConditionalGeneration(config).eval()
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.generation_config.pad_token_id = config.text_config.eos_token_id
-    processor = build_processor(object_only=object_only, mask_num=mask_num)
+    processor = build_processor(object_only=object_only, max_object_tokens=max_object_tokens)
     _answer_in_words(model, processor.tokenizer, torch.Generator().manual_seed(seed))
     return model, processor
 

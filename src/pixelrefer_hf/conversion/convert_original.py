@@ -195,7 +195,7 @@ def build_processor(src: Path, original: dict, config: PixelReferConfig) -> Pixe
     merge = original.get("spatial_merge_size", 2)
     return PixelReferProcessor.from_original_release(
         _tokenizer_class(src).from_pretrained(src),
-        mask_num=config.mask_num,
+        max_object_tokens=config.max_object_tokens,
         object_only=config.object_only,
         use_token_compression=config.use_token_compression,
         preprocessor=preprocessor,
@@ -261,6 +261,33 @@ def _model_with_weights(
     return model, missing
 
 
+def _read_original_config(src: Path) -> tuple[dict, str]:
+    """The original `config.json` of `src` and its variant (`"full"` or `"lite"`); raises unless it is a PixelRefer
+    release's."""
+    config_file = src / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{src} has no config.json; pass an original PixelRefer release folder.")
+    original = json.loads(config_file.read_text())
+    if original.get("model_type") not in VARIANTS:
+        raise ValueError(
+            f"{config_file} has model_type {original.get('model_type')!r}; this converter handles "
+            f"{sorted(VARIANTS)} (PixelRefer and PixelRefer-Lite with a Qwen2 LLM)."
+        )
+    variant = VARIANTS[original["model_type"]]
+    logger.info("Found a PixelRefer %s checkpoint (%s) in %s", variant, original["model_type"], src)
+    return original, variant
+
+
+def _save_processor(src: Path, original: dict, config: PixelReferConfig, dst: Path) -> bool:
+    """Saves the processor built from the tokenizer files of `src` into `dst`; False when `src` has none."""
+    processor = build_processor(src, original, config)
+    if processor is None:
+        logger.warning("No tokenizer files in %s: the converted folder has no processor.", src)
+        return False
+    processor.save_pretrained(dst)
+    return True
+
+
 def convert_checkpoint(
     src: str | Path, dst: str | Path, *, dtype: torch.dtype | None = None, progress: bool = True
 ) -> ConversionReport:
@@ -276,18 +303,7 @@ def convert_checkpoint(
         progress: show progress bars for large checkpoints.
     """
     src, dst = resolve_source(src), Path(dst)
-    config_file = src / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{src} has no config.json; pass an original PixelRefer release folder.")
-    original = json.loads(config_file.read_text())
-    if original.get("model_type") not in VARIANTS:
-        raise ValueError(
-            f"{config_file} has model_type {original.get('model_type')!r}; this converter handles "
-            f"{sorted(VARIANTS)} (PixelRefer and PixelRefer-Lite with a Qwen2 LLM)."
-        )
-    variant = VARIANTS[original["model_type"]]
-    logger.info("Found a PixelRefer %s checkpoint (%s) in %s", variant, original["model_type"], src)
-
+    original, variant = _read_original_config(src)
     state_dict = load_original_state_dict(src, progress)
     config = build_config(src, original, state_dict)
     converted, dropped = map_state_dict(state_dict, variant)
@@ -299,18 +315,14 @@ def convert_checkpoint(
     dst.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dst)
 
-    processor = build_processor(src, original, config)
-    if processor is not None:
-        processor.save_pretrained(dst)
-    else:
-        logger.warning("No tokenizer files in %s: the converted folder has no processor.", src)
+    has_processor = _save_processor(src, original, config, dst)
     return ConversionReport(
         variant=variant,
         output_dir=dst,
         num_tensors=len(state_dict),
         dropped_keys=sorted(dropped),
         missing_keys=missing,
-        has_processor=processor is not None,
+        has_processor=has_processor,
     )
 
 

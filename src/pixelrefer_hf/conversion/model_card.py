@@ -29,6 +29,12 @@ CITATION = f"""\
   url           = {{https://arxiv.org/abs/{ARXIV_ID}}}
 }}"""
 
+CONVERSION_NOTE = """\
+The weights are the original release's, renamed to the Transformers layout (`pixelrefer convert`); the parity tests
+of pixelrefer-hf compare every stage with the original code's recorded outputs. One deliberate difference: the
+clustering of object features starts deterministically (same input, same object tokens) instead of from
+`torch.randperm`; pass `region_kmeans_init` to `generate` to reproduce a particular start."""
+
 IMAGE_SNIPPET = Template("""\
 import numpy as np
 import pixelrefer_hf  # registers PixelRefer with the Auto classes
@@ -124,41 +130,32 @@ def results_section(results: str | Path | None = None) -> str:
     return intro + "\n\n" + "\n".join(lines)
 
 
-def build_model_card(
-    config: PixelReferConfig, repo_id: str, base_model: str, results: str | Path | None = None
-) -> ModelCard:
-    """The model card (README.md) of a converted checkpoint pushed to `repo_id`.
-
-    Args:
-        config: the converted checkpoint's config (variant and `mask_num`).
-        repo_id: the Hub id the checkpoint is pushed to, used in the usage snippets.
-        base_model: the Hub id of the original release it was converted from (card metadata `base_model`).
-        results: `benchmarks/RESULTS.md` with the Lite/full figures; defaults to the source checkout's.
-    """
-    variant = variant_of(config)
-    name = VARIANT_NAMES[variant]
-    data = ModelCardData(
+def _card_data(variant: str, base_model: str) -> ModelCardData:
+    """The card's YAML metadata: license, library, pipeline, base model and tags."""
+    return ModelCardData(
         license="apache-2.0",
         library_name="transformers",
         pipeline_tag="image-text-to-text",
         base_model=base_model,
         tags=[*TAGS, variant],
     )
-    body = f"""
+
+
+def _intro_section(repo_id: str, base_model: str, name: str) -> str:
+    """The card's title and what the checkpoint is."""
+    return f"""\
 # {repo_id.split("/")[-1]}
 
 [{base_model}](https://huggingface.co/{base_model}) ({name}) converted to the Hugging Face Transformers layout with
 pixelrefer-hf. [PixelRefer](https://arxiv.org/abs/{ARXIV_ID}) ([code](https://github.com/alibaba-damo-academy/PixelRefer))
 is a region-level multimodal LLM: point at objects in an image or a video (masks, boxes, COCO RLE, polygons) and ask
 about them. It is VideoLLaMA3 (SigLIP-NaViT vision encoder + Qwen2.5) plus the Scale-Adaptive Object Tokenizer, which
-turns each region into object tokens.
+turns each region into object tokens."""
 
-## Variant: {variant}
 
-{variant_section(config)}
-
-## Usage
-
+def _usage_section(repo_id: str) -> str:
+    """How to load the checkpoint from `repo_id` and ask about regions of an image or a video."""
+    return f"""\
 Needs the `pixelrefer-hf` package: `import pixelrefer_hf` registers the model and its processor with the Auto
 classes (no `trust_remote_code`).
 
@@ -179,26 +176,33 @@ A region of a video is drawn on one frame (`"frame"`, an index into the source v
 `pixelrefer_hf.segmentation.propagate_in_clip(MaskletPropagator.from_pretrained("facebook/sam2.1-hiera-tiny"),
 load_video("video.mp4", extra_frames=[0]), [{{"box": [...]}}], prompt_frame=0)`. PixelRefer reads the sampled frames
 as video tokens and the object on its frame; PixelRefer-Lite reads the object on every frame of its masklet, each
-with its timestamp.
+with its timestamp."""
 
-## Lite vs. full
 
-{results_section(results)}
+def build_model_card(
+    config: PixelReferConfig, repo_id: str, base_model: str, results: str | Path | None = None
+) -> ModelCard:
+    """The model card (README.md) of a converted checkpoint pushed to `repo_id`.
 
-## Conversion
-
-The weights are the original release's, renamed to the Transformers layout (`pixelrefer convert`); the parity tests
-of pixelrefer-hf compare every stage with the original code's recorded outputs. One deliberate difference: the
-clustering of object features starts deterministically (same input, same object tokens) instead of from
-`torch.randperm`; pass `region_kmeans_init` to `generate` to reproduce a particular start.
-
-## Citation
-
-```bibtex
-{CITATION}
-```
-"""
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+    Args:
+        config: the converted checkpoint's config (variant and `mask_num`).
+        repo_id: the Hub id the checkpoint is pushed to, used in the usage snippets.
+        base_model: the Hub id of the original release it was converted from (card metadata `base_model`).
+        results: `benchmarks/RESULTS.md` with the Lite/full figures; defaults to the source checkout's.
+    """
+    variant = variant_of(config)
+    sections = {
+        f"Variant: {variant}": variant_section(config),
+        "Usage": _usage_section(repo_id),
+        "Lite vs. full": results_section(results),
+        "Conversion": CONVERSION_NOTE,
+        "Citation": f"```bibtex\n{CITATION}\n```",
+    }
+    body = "\n\n".join(
+        [_intro_section(repo_id, base_model, VARIANT_NAMES[variant])]
+        + [f"## {title}\n\n{text}" for title, text in sections.items()]
+    )
+    return ModelCard(f"---\n{_card_data(variant, base_model).to_yaml()}\n---\n\n{body}\n")
 
 
 __all__ = [

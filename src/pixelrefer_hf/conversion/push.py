@@ -136,17 +136,71 @@ def _prepare_files(
     return _files_to_push(folder, resharded), PixelReferConfig.from_pretrained(folder)
 
 
+def _check_push(
+    src: str | Path,
+    repo_id: str,
+    base_model: str,
+    token: str | None,
+    exist_ok: bool,
+    max_shard_size: int | str,
+    results: str | Path | None,
+) -> tuple[HfApi, SourceKind, bool]:
+    """Checks everything that can fail before a push does anything (token, repo ids, shard size, source folder,
+    results file, existing repo); returns the Hub client, the source's kind and whether the repo exists."""
+    token = token or get_token()
+    if not token:
+        raise ValueError(
+            "no Hugging Face token: pass --token (token=...), set HF_TOKEN or log in with `hf auth login`; pushing "
+            "needs a token with write access."
+        )
+    for name, value in (("repo id", repo_id), ("base model", base_model)):
+        if not isinstance(value, str) or not REPO_ID.match(value):
+            raise ValueError(f"{name} {value!r} is not a Hub repo id of the form namespace/name.")
+    convert_file_size_to_int(max_shard_size)  # fails on a malformed size before anything is done
+    source_kind = inspect_source(src)
+    if results is not None and not Path(results).is_file():
+        raise FileNotFoundError(f"results file {results} does not exist; pass the benchmarks' RESULTS.md.")
+    api = HfApi(token=token)
+    repo_existed = api.repo_exists(repo_id)
+    if repo_existed and not exist_ok:
+        raise ValueError(
+            f"{repo_id} already exists on {api.endpoint}; pass --exist-ok (exist_ok=True) to add a commit to it, or "
+            "choose another repo id."
+        )
+    return api, source_kind, repo_existed
+
+
+def _stage_upload(
+    src: str | Path,
+    source_kind: SourceKind,
+    tmp: str | Path,
+    repo_id: str,
+    base_model: str,
+    max_shard_size: int | str,
+    results: str | Path | None,
+    progress: bool,
+) -> tuple[dict[str, Path], str]:
+    """The files to push (path in the repo -> local file), prepared in `tmp` with the generated model card, and the
+    checkpoint's variant."""
+    files, config = _prepare_files(Path(src), source_kind, Path(tmp), max_shard_size, progress)
+    card_file = Path(tmp) / "README.md"
+    build_model_card(config, repo_id, base_model, results).save(card_file)
+    files["README.md"] = card_file
+    return files, variant_of(config)
+
+
 def _commit_once(
     api: HfApi,
     repo_id: str,
-    operations: list[CommitOperationAdd],
+    files: dict[str, Path],
     message: str,
     revision: str,
     private: bool | None,
     repo_existed: bool,
 ) -> CommitInfo:
-    """Creates the repo (unless it exists) and the branch (unless it exists), then commits `operations`; on failure,
-    deletes the repo or branch it created."""
+    """Creates the repo (unless it exists) and the branch (unless it exists), then commits `files` (path in the repo
+    -> local file); on failure, deletes the repo or branch it created."""
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=path) for name, path in files.items()]
     if not repo_existed:
         api.create_repo(repo_id, private=private)
     created_branch = False
@@ -218,47 +272,15 @@ def push_checkpoint(
             neither an original release nor a converted checkpoint.
         FileNotFoundError: `src` or files it needs are missing.
     """
-    token = token or get_token()
-    if not token:
-        raise ValueError(
-            "no Hugging Face token: pass --token (token=...), set HF_TOKEN or log in with `hf auth login`; pushing "
-            "needs a token with write access."
-        )
-    for name, value in (("repo id", repo_id), ("base model", base_model)):
-        if not isinstance(value, str) or not REPO_ID.match(value):
-            raise ValueError(f"{name} {value!r} is not a Hub repo id of the form namespace/name.")
-    convert_file_size_to_int(max_shard_size)  # fails on a malformed size before anything is done
-    source_kind = inspect_source(src)
-    if results is not None and not Path(results).is_file():
-        raise FileNotFoundError(f"results file {results} does not exist; pass the benchmarks' RESULTS.md.")
+    api, source_kind, repo_existed = _check_push(src, repo_id, base_model, token, exist_ok, max_shard_size, results)
     revision = revision or "main"
-    api = HfApi(token=token)
-    repo_existed = api.repo_exists(repo_id)
-    if repo_existed and not exist_ok:
-        raise ValueError(
-            f"{repo_id} already exists on {api.endpoint}; pass --exist-ok (exist_ok=True) to add a commit to it, or "
-            "choose another repo id."
-        )
-
     with _progress_bars(progress), tempfile.TemporaryDirectory(prefix="pixelrefer-push-") as tmp:
-        files, config = _prepare_files(Path(src), source_kind, Path(tmp), max_shard_size, progress)
-        card_file = Path(tmp) / "README.md"
-        build_model_card(config, repo_id, base_model, results).save(card_file)
-        files["README.md"] = card_file
-        variant = variant_of(config)
-        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=path) for name, path in files.items()]
+        files, variant = _stage_upload(src, source_kind, tmp, repo_id, base_model, max_shard_size, results, progress)
         message = commit_message or f"Upload {VARIANT_NAMES[variant]} converted from {base_model}"
-        commit = _commit_once(api, repo_id, operations, message, revision, private, repo_existed)
+        commit = _commit_once(api, repo_id, files, message, revision, private, repo_existed)
     logger.info("Pushed %s (%d files) to %s@%s: %s", src, len(files), repo_id, revision, commit.commit_url)
     return PushReport(
-        repo_id=repo_id,
-        revision=revision,
-        variant=variant,
-        source_kind=source_kind,
-        commit_url=commit.commit_url,
-        commit_oid=commit.oid,
-        files=sorted(files),
-        created_repo=not repo_existed,
+        repo_id, revision, variant, source_kind, commit.commit_url, commit.oid, sorted(files), not repo_existed
     )
 
 

@@ -10,9 +10,9 @@ class PixelReferConfig(VideoLlama3Config):
     Configuration of [`PixelReferForConditionalGeneration`]. Everything of [`VideoLlama3Config`] (vision encoder,
     Qwen2 text model, image/video token ids) plus:
 
-    mask_num (`int`, *optional*, defaults to 32):
-        Maximum number of object tokens one region becomes (the original's `mask_num`). Masked patch features are
-        clustered down to this many tokens when the region covers more cells.
+    max_object_tokens (`int`, *optional*, defaults to 32):
+        Maximum number of object tokens one region becomes (the original's `mask_num`, still accepted as an alias).
+        Masked patch features are clustered down to this many tokens when the region covers more cells.
     region_token_id (`int`, *optional*, defaults to 151668):
         Id of the `<REGION>` placeholder token that the object tokens replace.
     object_only (`bool`, *optional*, defaults to `False`):
@@ -21,8 +21,9 @@ class PixelReferConfig(VideoLlama3Config):
     kmeans_iterations (`int`, *optional*):
         Iterations of the k-means clustering of object features; defaults to the original's, 5 for the full model
         and 3 for Lite.
-    oci_num_heads (`int`, *optional*, defaults to 8):
-        Attention heads of the Object-Centric Infusion cross-attention (Lite only).
+    infusion_num_heads (`int`, *optional*, defaults to 8):
+        Attention heads of the Object-Centric Infusion cross-attention (Lite only; the original's `oci_num_heads`,
+        still accepted as an alias).
     use_token_compression (`bool`, *optional*, defaults to `True`):
         Drop video tokens that barely change from the previous frame (full variant, videos only).
     round_pixels_to_bfloat16 (`bool`, *optional*):
@@ -33,19 +34,21 @@ class PixelReferConfig(VideoLlama3Config):
 
     ```python
     >>> from pixelrefer_hf import PixelReferConfig, PixelReferForConditionalGeneration
-    >>> config = PixelReferConfig(mask_num=32)
+    >>> config = PixelReferConfig(max_object_tokens=32)
     >>> model = PixelReferForConditionalGeneration(config)
     ```
     """
 
     model_type = "pixelrefer"
+    # Names of the original release (and of configs saved before the rename) keep loading.
+    attribute_map = {"mask_num": "max_object_tokens", "oci_num_heads": "infusion_num_heads"}
 
     image_token_id: int = 151665
-    mask_num: int = 32
+    max_object_tokens: int = 32
     region_token_id: int = 151668
     object_only: bool = False
     kmeans_iterations: int | None = None
-    oci_num_heads: int = 8
+    infusion_num_heads: int = 8
     use_token_compression: bool = True
     round_pixels_to_bfloat16: bool | None = None
 

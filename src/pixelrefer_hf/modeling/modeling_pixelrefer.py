@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
-from transformers import AutoModel, GenerationConfig
+from transformers import AutoModel, Cache, GenerationConfig
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.models.video_llama_3.modeling_video_llama_3 import (
@@ -29,32 +29,60 @@ from transformers.models.video_llama_3.modeling_video_llama_3 import (
     VideoLlama3Projector,
 )
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils import TransformersKwargs, add_start_docstrings_to_model_forward, can_return_tuple
 from transformers.utils.import_utils import torch_compilable_check
 
+from ..model_inputs import IMAGE_INPUT_NAMES, REGION_INPUT_NAMES, VIDEO_INPUT_NAMES
 from .configuration_pixelrefer import PixelReferConfig
 from .object_infusion import PixelReferObjectInfusion
 from .object_tokenizer import PixelReferObjectTokenizer
 
 
-REGION_INPUT_NAMES = (
-    "region_pixel_values",
-    "region_grid_thw",
-    "region_masks",
-    "region_mask_hw",
-    "region_boxes",
-    "region_image_sizes",
-    "region_kmeans_init",
-    "region_global_pixel_values",
-    "region_global_grid_thw",
-    "region_local_pixel_values",
-    "region_local_grid_thw",
-    "region_view_ids",
-)
-IMAGE_INPUT_NAMES = ("pixel_values", "image_grid_thw", "image_merge_sizes")
-VIDEO_INPUT_NAMES = ("pixel_values_videos", "video_grid_thw", "video_merge_sizes", "video_compression_mask")
-MEDIA_INPUT_NAMES = (*IMAGE_INPUT_NAMES, *VIDEO_INPUT_NAMES, *REGION_INPUT_NAMES)
+# Everything the vision side reads: the processor's media inputs plus the optional k-means start.
+MEDIA_INPUT_NAMES = (*IMAGE_INPUT_NAMES, *VIDEO_INPUT_NAMES, *REGION_INPUT_NAMES, "region_kmeans_init")
+TEXT_INPUT_NAMES = ("input_ids", "attention_mask", "position_ids", "past_key_values", "inputs_embeds", "use_cache")
+# What `PixelReferForConditionalGeneration.forward` hands on to `PixelReferModel.forward`.
+MODEL_INPUT_NAMES = (*TEXT_INPUT_NAMES, *MEDIA_INPUT_NAMES, "mm_encoder_outputs")
+MODALITIES = ("image", "video", "region")
 PLACEHOLDER_NAMES = {"image": "<image>", "video": "<|video_pad|>", "region": "<REGION>"}
+
+PIXELREFER_INPUTS_DOCSTRING = r"""
+    Image and video inputs as in [`VideoLlama3Model.forward`], plus the region inputs that [`PixelReferProcessor`]
+    produces, concatenated over the regions of the batch in `<REGION>` placeholder order (every index in them is
+    local to its sample):
+
+    region_pixel_values (`torch.Tensor` of shape `(sum(h_i * w_i), 3 * patch_size**2)`):
+        Patches of the scale-adaptive crop of every region.
+    region_grid_thw (`torch.LongTensor` of shape `(num_regions, 3)`):
+        Patch grid (1, h_i, w_i) of each crop.
+    region_masks (`torch.Tensor` of shape `(sum(mh_i * mw_i),)`):
+        Each region's mask on its mask grid (the crop's patch grid before any resize), flattened row-major.
+    region_mask_hw (`torch.LongTensor` of shape `(num_regions, 2)`):
+        Mask grid (mh_i, mw_i) of each region.
+    region_boxes (`torch.FloatTensor` of shape `(num_regions, 4)`):
+        Each crop's box normalised by its source image, as the box position embedding reads it: channel 0 runs from
+        `region_boxes[:, 0]` to `[:, 2]` over the crop's columns, channel 1 from `[:, 1]` to `[:, 3]` over its rows
+        (see [`~pixelrefer_hf.processing.object_crops.position_boxes`]).
+    region_context_pixel_values (`torch.Tensor` of shape `(sum(patches of the views), 3 * patch_size**2)`, Lite only):
+        Patches of the context views of each image with regions: its global view (the whole image), then its local
+        view (the surroundings of its first region); images sample after sample.
+    region_context_grid_thw (`torch.LongTensor` of shape `(2 * num_context_images, 3)`, Lite only):
+        Grids of the context views, in the same order.
+    region_view_ids (`torch.LongTensor` of shape `(num_regions,)`, Lite only):
+        Index of each region's context image among the context images of ITS sample.
+    region_kmeans_init (`torch.LongTensor` of shape `(num_regions, max_object_tokens)`, *optional*):
+        Start of the object-token clustering per region (indices into its masked cells); defaults to the
+        deterministic evenly spaced start.
+    mm_encoder_outputs (`dict[str, BaseModelOutputWithPooling]`, *optional*):
+        Pre-encoded `"image"`, `"video"` and `"region"` features (see `get_multimodal_features`), as `generate`
+        passes them; a modality given here is not encoded again.
+"""
+LM_INPUTS_DOCSTRING = r"""
+    labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+        Targets of the causal-LM loss (`-100` where no loss is taken).
+    logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
+        Compute the logits of the last `logits_to_keep` positions only (0: all); `generate` keeps 1 at prefill.
+"""
 
 
 @dataclass
@@ -78,10 +106,10 @@ class PixelReferCausalLMOutputWithPast(VideoLlama3CausalLMOutputWithPast):
     region_hidden_states: torch.Tensor | None = None
 
 
-def _pad_views(features: torch.Tensor, grid_thw: torch.LongTensor) -> tuple[torch.Tensor, torch.BoolTensor | None]:
-    """Features `(sum(n_v), C)` of V views -> padded `(V, max(n_v), C)` and the padding mask (None if no padding)."""
-    sizes = grid_thw.prod(-1)
-    padded = pad_sequence(list(features.split(sizes.tolist())), batch_first=True)
+def _pad_views(views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.BoolTensor | None]:
+    """V view features `(n_v, C)` -> padded `(V, max(n_v), C)` and the padding mask (None if no padding)."""
+    sizes = torch.tensor([len(view) for view in views], device=views[0].device)
+    padded = pad_sequence(views, batch_first=True)
     if bool((sizes == sizes[0]).all()):
         return padded, None
     return padded, torch.arange(padded.shape[1], device=sizes.device)[None, :] >= sizes[:, None]
@@ -110,12 +138,28 @@ def global_view_ids(view_ids: torch.LongTensor, sample_ids: torch.LongTensor, nu
     torch_compilable_check(
         views_per_sample.sum() == num_views,
         lambda: (
-            f"region_view_ids name {int(views_per_sample.sum())} context views, but {num_views} were given; "
+            f"region_view_ids name {int(views_per_sample.sum())} context images, but {num_views} were given; "
             "build the inputs with this checkpoint's processor, whose view indices are local to each sample."
         ),
     )
     offsets = views_per_sample.cumsum(0) - views_per_sample
     return view_ids + offsets[sample_ids]
+
+
+def _scatter(
+    inputs_embeds: torch.Tensor, placeholders: torch.BoolTensor, features: torch.Tensor, name: str
+) -> torch.Tensor:
+    """Writes `features` `(n, D)` into the `n` placeholder positions `(B, L)` of `inputs_embeds` `(B, L, D)`."""
+    torch_compilable_check(
+        placeholders.sum() == len(features),
+        lambda: (
+            f"The text has {int(placeholders.sum())} {name} tokens but the inputs give {len(features)} features for "
+            "them. Build the inputs with PixelReferProcessor, which expands each <image>, <video> and <region> into "
+            "the right number of placeholder tokens."
+        ),
+    )
+    mask = placeholders.unsqueeze(-1).to(inputs_embeds.device)
+    return inputs_embeds.masked_scatter(mask, features.to(inputs_embeds.device, inputs_embeds.dtype))
 
 
 class PixelReferPreTrainedModel(VideoLlama3PreTrainedModel):
@@ -158,6 +202,90 @@ class PixelReferModel(PixelReferPreTrainedModel, VideoLlama3Model):
         sizes = [int((grid.prod(-1) // merge**2).sum()) for _, grid, merge in groups]
         return list(features.split(sizes))
 
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        image_grid_thw: torch.LongTensor,
+        image_merge_sizes: torch.LongTensor,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling:
+        """LLM embeddings of images `(sum(patches), 3 * patch**2)`, one tensor per image (as the forward computes
+        them, bfloat16 pixel rounding included); videos go through here too (`get_video_features`)."""
+        (features,) = self.encode_vision([(pixel_values, image_grid_thw, image_merge_sizes)])
+        return self._project_media(features, image_grid_thw, image_merge_sizes)
+
+    def get_region_features(
+        self,
+        region_pixel_values: torch.Tensor,
+        region_grid_thw: torch.LongTensor,
+        region_masks: torch.Tensor,
+        region_mask_hw: torch.LongTensor,
+        region_boxes: torch.Tensor,
+        region_context_pixel_values: torch.Tensor | None = None,
+        region_context_grid_thw: torch.LongTensor | None = None,
+        region_view_ids: torch.LongTensor | None = None,
+        region_kmeans_init: torch.LongTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> BaseModelOutputWithPooling:
+        """Object tokens of regions (inputs as in `forward`): the crop features as `last_hidden_state` and, as
+        `pooler_output`, one `(tokens_i, hidden_size)` tensor per region. For Lite inputs of several samples, pass
+        their `input_ids` (or `inputs_embeds`): the `<REGION>` placeholders tell which sample each region is in."""
+        regions = {name: value for name, value in locals().items() if name in MEDIA_INPUT_NAMES}
+        return self.get_multimodal_features(input_ids, inputs_embeds, **regions)["region"]
+
+    def get_multimodal_features(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **media: torch.Tensor | None,
+    ) -> dict[str, BaseModelOutputWithPooling]:
+        """Images, videos and regions of a batch encoded in ONE vision-encoder call.
+
+        Args:
+            media: inputs named in `MEDIA_INPUT_NAMES` (see `forward`); `None` values are ignored.
+        Returns:
+            Per modality present (`"image"`, `"video"`, `"region"`), its LLM embeddings as `pooler_output`: one
+            tensor per image, per video (after token compression) and per region, in placeholder order.
+        """
+        unknown = set(media) - set(MEDIA_INPUT_NAMES)
+        if unknown:
+            raise TypeError(f"Unknown media inputs {sorted(unknown)}; the model reads {', '.join(MEDIA_INPUT_NAMES)}.")
+        media = {name: value for name, value in media.items() if value is not None}
+        groups = self._vision_groups(media)
+        if not groups:
+            return {}
+        features = dict(zip(groups, self.encode_vision(list(groups.values()))))
+        outputs = {}
+        if "image" in features:
+            outputs["image"] = self._project_media(features["image"], *groups["image"][1:])
+        if "video" in features:
+            outputs["video"] = self._compressed_video(features["video"], media)
+        if "region" in features:
+            outputs["region"] = self._region_outputs(features, media, input_ids, inputs_embeds)
+        return outputs
+
+    def _vision_groups(self, media: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, ...]]:
+        """The `(pixel_values, grid_thw, merge_sizes)` of each group of images the vision encoder sees."""
+        groups = {}
+        if "pixel_values" in media:
+            groups["image"] = tuple(media[name] for name in IMAGE_INPUT_NAMES)
+        if "pixel_values_videos" in media:
+            groups["video"] = tuple(media[name] for name in VIDEO_INPUT_NAMES[:3])
+        if "region_pixel_values" in media:
+            grid = media["region_grid_thw"]
+            groups["region"] = (media["region_pixel_values"], grid, torch.ones_like(grid[:, 0]))
+        if "region_pixel_values" in media and self.config.object_only:
+            if "region_context_pixel_values" not in media or "region_view_ids" not in media:
+                raise ValueError(
+                    "PixelRefer-Lite needs each region's context views (region_context_pixel_values, "
+                    "region_context_grid_thw, region_view_ids); build the inputs with this checkpoint's processor, "
+                    "which has object_only=True."
+                )
+            grid = media["region_context_grid_thw"]
+            groups["context"] = (media["region_context_pixel_values"], grid, torch.ones_like(grid[:, 0]))
+        return groups
+
     def _project_media(
         self, features: torch.Tensor, grid_thw: torch.LongTensor, merge_sizes: torch.LongTensor
     ) -> BaseModelOutputWithPooling:
@@ -171,17 +299,43 @@ class PixelReferModel(PixelReferPreTrainedModel, VideoLlama3Model):
         split = (grid_thw.prod(-1) // merge_sizes**2).tolist()
         return BaseModelOutputWithPooling(last_hidden_state=features, pooler_output=torch.split(embeds, split))
 
-    def get_image_features(
+    def _compressed_video(self, features: torch.Tensor, media: dict[str, torch.Tensor]) -> BaseModelOutputWithPooling:
+        """Video embeddings, one tensor per video, without the tokens `video_compression_mask` drops."""
+        video = self._project_media(features, media["video_grid_thw"], media["video_merge_sizes"])
+        if "video_compression_mask" in media:
+            keep = media["video_compression_mask"].to(features.device).split([len(e) for e in video.pooler_output])
+            video.pooler_output = tuple(embeds[kept] for embeds, kept in zip(video.pooler_output, keep))
+        return video
+
+    def _region_outputs(
         self,
-        pixel_values: torch.Tensor,
-        image_grid_thw: torch.LongTensor,
-        image_merge_sizes: torch.LongTensor,
-        **kwargs: Unpack[TransformersKwargs],
+        features: dict[str, torch.Tensor],
+        media: dict[str, torch.Tensor],
+        input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.Tensor | None,
     ) -> BaseModelOutputWithPooling:
-        """LLM embeddings of images `(sum(patches), 3 * patch**2)`, one tensor per image (as the forward computes
-        them, bfloat16 pixel rounding included); videos go through here too (`get_video_features`)."""
-        (features,) = self.encode_vision([(pixel_values, image_grid_thw, image_merge_sizes)])
-        return self._project_media(features, image_grid_thw, image_merge_sizes)
+        """Object tokens, one tensor per region, from the encoded crops (and Lite's encoded context views)."""
+        tokens_per_region = self.tokens_per_region(media["region_masks"], media["region_mask_hw"])
+        view_ids = None
+        if self.config.object_only:
+            if input_ids is None and inputs_embeds is None:
+                sample_ids = torch.zeros_like(tokens_per_region)
+            else:
+                placeholders = self.placeholder_mask(input_ids, inputs_embeds, self.config.region_token_id)
+                sample_ids = region_sample_ids(placeholders, tokens_per_region)
+            num_images = len(media["region_context_grid_thw"]) // 2
+            view_ids = global_view_ids(media["region_view_ids"].to(sample_ids.device), sample_ids, num_images)
+        tokens = self.object_tokens(
+            features["region"],
+            *(media[name] for name in REGION_INPUT_NAMES[1:5]),
+            region_kmeans_init=media.get("region_kmeans_init"),
+            context_features=features.get("context"),
+            region_context_grid_thw=media.get("region_context_grid_thw"),
+            view_ids=view_ids,
+        )
+        return BaseModelOutputWithPooling(
+            last_hidden_state=features["region"], pooler_output=tokens.split(tokens_per_region.tolist())
+        )
 
     def object_tokens(
         self,
@@ -190,41 +344,33 @@ class PixelReferModel(PixelReferPreTrainedModel, VideoLlama3Model):
         region_masks: torch.Tensor,
         region_mask_hw: torch.LongTensor,
         region_boxes: torch.Tensor,
-        region_image_sizes: torch.LongTensor,
         region_kmeans_init: torch.LongTensor | None = None,
-        global_features: torch.Tensor | None = None,
-        region_global_grid_thw: torch.LongTensor | None = None,
-        local_features: torch.Tensor | None = None,
-        region_local_grid_thw: torch.LongTensor | None = None,
+        context_features: torch.Tensor | None = None,
+        region_context_grid_thw: torch.LongTensor | None = None,
         view_ids: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         """Object tokens of all regions from their encoded crops (and Lite context views), in region order.
 
         Args:
             crop_features: `(sum(h_i * w_i), C)` vision features of the crops.
-            region_grid_thw, region_masks, region_mask_hw, region_boxes, region_image_sizes, region_kmeans_init: as
-                in [`PixelReferModel.forward`].
-            global_features, local_features: Lite only, `(sum(n_v), C)` features of the V global / local views.
-            region_global_grid_thw, region_local_grid_thw: Lite only, `(V, 3)` grids of the views.
-            view_ids: Lite only, `(R,)` index of each region's views among the V views.
+            region_grid_thw, region_masks, region_mask_hw, region_boxes, region_kmeans_init: as in `forward`.
+            context_features: Lite only, `(sum(n_v), C)` features of the context views (global, local per image).
+            region_context_grid_thw: Lite only, `(2 * I, 3)` grids of the views of the I context images.
+            view_ids: Lite only, `(R,)` index of each region's context image among the I images of the batch.
         Returns:
-            `(sum(tokens_i), D)` object tokens: `tokens_i = min(mask_num, masked cells)` for the full model, always
-            `mask_num` (zero padded before infusion) for Lite.
+            `(sum(tokens_i), D)` object tokens: `tokens_i = min(max_object_tokens, masked cells)` for the full
+            model, always `max_object_tokens` (zero padded before infusion) for Lite.
         """
-        pooled = self.object_tokenizer.pool(
-            crop_features,
-            region_grid_thw[:, 1:],
-            region_masks,
-            region_mask_hw,
-            region_boxes,
-            region_image_sizes,
-            initial_indices=region_kmeans_init,
+        masked = self.object_tokenizer.masked_cells(
+            crop_features, region_grid_thw[:, 1:], region_masks, region_mask_hw, region_boxes
         )
+        pooled = self.object_tokenizer.pool(masked, initial_indices=region_kmeans_init)
         if self.object_infusion is None:
             valid = torch.arange(pooled.tokens.shape[1], device=pooled.counts.device) < pooled.counts[:, None]
             return self.object_tokenizer(pooled.tokens[valid])
-        local_context, local_padding = _pad_views(local_features, region_local_grid_thw)
-        global_context, global_padding = _pad_views(global_features, region_global_grid_thw)
+        views = list(context_features.split(region_context_grid_thw.prod(-1).tolist()))
+        global_context, global_padding = _pad_views(views[0::2])
+        local_context, local_padding = _pad_views(views[1::2])
         view_ids = view_ids.to(local_context.device)
         infused = self.object_infusion(
             pooled.tokens,
@@ -236,13 +382,13 @@ class PixelReferModel(PixelReferPreTrainedModel, VideoLlama3Model):
         return self.object_tokenizer(infused.flatten(0, 1))
 
     def tokens_per_region(self, region_masks: torch.Tensor, region_mask_hw: torch.LongTensor) -> torch.LongTensor:
-        """`(R,)` object tokens of each region: `min(mask_num, masked cells)`, always `mask_num` for Lite."""
+        """`(R,)` object tokens of each region: `min(max_object_tokens, masked cells)`, always the maximum for Lite."""
         if self.config.object_only:
-            return torch.full((len(region_mask_hw),), self.config.mask_num, device=region_mask_hw.device)
+            return torch.full((len(region_mask_hw),), self.config.max_object_tokens, device=region_mask_hw.device)
         cells = region_mask_hw.prod(-1)
         region = torch.repeat_interleave(torch.arange(len(cells), device=cells.device), cells)
         masked = torch.zeros_like(cells).index_add_(0, region, (region_masks.to(cells.device) > 0).long())
-        return masked.clamp(max=self.config.mask_num)
+        return masked.clamp(max=self.config.max_object_tokens)
 
     def placeholder_mask(
         self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor | None, token_id: int
@@ -253,121 +399,36 @@ class PixelReferModel(PixelReferPreTrainedModel, VideoLlama3Model):
         token = torch.full((), token_id, dtype=torch.long, device=inputs_embeds.device)
         return (inputs_embeds == self.get_input_embeddings()(token)).all(-1)
 
-    def get_multimodal_features(
+    def merge_multimodal_embeddings(
         self,
-        input_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        image_grid_thw: torch.LongTensor | None = None,
-        image_merge_sizes: torch.LongTensor | None = None,
-        pixel_values_videos: torch.Tensor | None = None,
-        video_grid_thw: torch.LongTensor | None = None,
-        video_merge_sizes: torch.LongTensor | None = None,
-        video_compression_mask: torch.BoolTensor | None = None,
-        region_pixel_values: torch.Tensor | None = None,
-        region_grid_thw: torch.LongTensor | None = None,
-        region_masks: torch.Tensor | None = None,
-        region_mask_hw: torch.LongTensor | None = None,
-        region_boxes: torch.Tensor | None = None,
-        region_image_sizes: torch.LongTensor | None = None,
-        region_kmeans_init: torch.LongTensor | None = None,
-        region_global_pixel_values: torch.Tensor | None = None,
-        region_global_grid_thw: torch.LongTensor | None = None,
-        region_local_pixel_values: torch.Tensor | None = None,
-        region_local_grid_thw: torch.LongTensor | None = None,
-        region_view_ids: torch.LongTensor | None = None,
-    ) -> dict[str, BaseModelOutputWithPooling]:
-        """Images, videos and regions of a batch encoded in ONE vision-encoder call (arguments as in `forward`).
+        input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.Tensor,
+        encoded: dict[str, BaseModelOutputWithPooling],
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Writes each modality's features into its placeholder positions of `inputs_embeds` `(B, L, D)`.
 
         Returns:
-            Per modality present (`"image"`, `"video"`, `"region"`), its LLM embeddings as `pooler_output`: one
-            tensor per image, per video (after token compression) and per region, in placeholder order.
+            The merged embeddings and, per modality present, its features `(n, D)` concatenated.
         """
-        groups = {}
-        if pixel_values is not None:
-            groups["image"] = (pixel_values, image_grid_thw, image_merge_sizes)
-        if pixel_values_videos is not None:
-            groups["video"] = (pixel_values_videos, video_grid_thw, video_merge_sizes)
-        if region_pixel_values is not None:
-            groups["crop"] = (region_pixel_values, region_grid_thw, torch.ones_like(region_grid_thw[:, 0]))
-            if self.config.object_only:
-                if region_global_pixel_values is None or region_local_pixel_values is None or region_view_ids is None:
-                    raise ValueError(
-                        "PixelRefer-Lite needs each region's global and local context views (region_global_*, "
-                        "region_local_*, region_view_ids); build the inputs with this checkpoint's processor, which "
-                        "has object_only=True."
-                    )
-                groups["global"] = (region_global_pixel_values, region_global_grid_thw)
-                groups["local"] = (region_local_pixel_values, region_local_grid_thw)
-                for view in ("global", "local"):
-                    pixels, grid = groups[view]
-                    groups[view] = (pixels, grid, torch.ones_like(grid[:, 0]))
-        if not groups:
-            return {}
-        features = dict(zip(groups, self.encode_vision(list(groups.values()))))
-        outputs = {}
-        if "image" in features:
-            outputs["image"] = self._project_media(features["image"], image_grid_thw, image_merge_sizes)
-        if "video" in features:
-            video = self._project_media(features["video"], video_grid_thw, video_merge_sizes)
-            if video_compression_mask is not None:
-                keep = video_compression_mask.to(features["video"].device).split([len(e) for e in video.pooler_output])
-                video.pooler_output = tuple(embeds[kept] for embeds, kept in zip(video.pooler_output, keep))
-            outputs["video"] = video
-        if "crop" in features:
-            tokens_per_region = self.tokens_per_region(region_masks, region_mask_hw)
-            view_ids = None
-            if self.config.object_only:
-                placeholders = self.placeholder_mask(input_ids, inputs_embeds, self.config.region_token_id)
-                sample_ids = region_sample_ids(placeholders, tokens_per_region)
-                view_ids = global_view_ids(
-                    region_view_ids.to(sample_ids.device), sample_ids, len(region_local_grid_thw)
-                )
-            tokens = self.object_tokens(
-                features["crop"],
-                region_grid_thw,
-                region_masks,
-                region_mask_hw,
-                region_boxes,
-                region_image_sizes,
-                region_kmeans_init,
-                features.get("global"),
-                region_global_grid_thw,
-                features.get("local"),
-                region_local_grid_thw,
-                view_ids,
-            )
-            outputs["region"] = BaseModelOutputWithPooling(
-                last_hidden_state=features["crop"], pooler_output=tokens.split(tokens_per_region.tolist())
-            )
-        return outputs
-
-    def _scatter(
-        self,
-        inputs_embeds: torch.Tensor,
-        placeholders: torch.BoolTensor,
-        features: torch.Tensor,
-        name: str,
-    ) -> torch.Tensor:
-        """Writes `features` `(n, D)` into the `n` placeholder positions `(B, L)` of `inputs_embeds` `(B, L, D)`."""
-        torch_compilable_check(
-            placeholders.sum() == len(features),
-            lambda: (
-                f"The text has {int(placeholders.sum())} {name} tokens but the inputs give {len(features)} "
-                "features for them. Build the inputs with PixelReferProcessor, which expands each <image>, <video> "
-                "and <region> into the right number of placeholder tokens."
-            ),
-        )
-        mask = placeholders.unsqueeze(-1).to(inputs_embeds.device)
-        return inputs_embeds.masked_scatter(mask, features.to(inputs_embeds.device, inputs_embeds.dtype))
+        hidden = {}
+        for modality in MODALITIES:
+            if encoded.get(modality) is None:
+                continue
+            features = torch.cat(list(encoded[modality].pooler_output))
+            token_id = getattr(self.config, f"{modality}_token_id")
+            placeholders = self.placeholder_mask(input_ids, inputs_embeds, token_id)
+            inputs_embeds = _scatter(inputs_embeds, placeholders, features, PLACEHOLDER_NAMES[modality])
+            hidden[modality] = features
+        return inputs_embeds, hidden
 
     @can_return_tuple
+    @add_start_docstrings_to_model_forward(PIXELREFER_INPUTS_DOCSTRING)
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        past_key_values: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         pixel_values: torch.Tensor | None = None,
@@ -382,77 +443,28 @@ class PixelReferModel(PixelReferPreTrainedModel, VideoLlama3Model):
         region_masks: torch.Tensor | None = None,
         region_mask_hw: torch.LongTensor | None = None,
         region_boxes: torch.Tensor | None = None,
-        region_image_sizes: torch.LongTensor | None = None,
-        region_kmeans_init: torch.LongTensor | None = None,
-        region_global_pixel_values: torch.Tensor | None = None,
-        region_global_grid_thw: torch.LongTensor | None = None,
-        region_local_pixel_values: torch.Tensor | None = None,
-        region_local_grid_thw: torch.LongTensor | None = None,
+        region_context_pixel_values: torch.Tensor | None = None,
+        region_context_grid_thw: torch.LongTensor | None = None,
         region_view_ids: torch.LongTensor | None = None,
+        region_kmeans_init: torch.LongTensor | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | PixelReferModelOutputWithPast:
-        r"""
-        Image and video inputs as in [`VideoLlama3Model.forward`], plus the region inputs that [`PixelReferProcessor`]
-        produces, concatenated over the regions of the batch in `<REGION>` placeholder order:
-
-        region_pixel_values (`torch.Tensor` of shape `(sum(h_i * w_i), 3 * patch_size**2)`):
-            Patches of the scale-adaptive crop of every region.
-        region_grid_thw (`torch.LongTensor` of shape `(num_regions, 3)`):
-            Patch grid (1, h_i, w_i) of each crop.
-        region_masks (`torch.Tensor` of shape `(sum(mh_i * mw_i),)`):
-            Each region's mask on its mask grid (the crop's patch grid before any resize), flattened row-major.
-        region_mask_hw (`torch.LongTensor` of shape `(num_regions, 2)`):
-            Mask grid (mh_i, mw_i) of each region.
-        region_boxes (`torch.Tensor` of shape `(num_regions, 4)`):
-            Crop box (x0, y0, x1, y1) of each region, inclusive pixels of its source image.
-        region_image_sizes (`torch.LongTensor` of shape `(num_regions, 2)`):
-            (height, width) of each region's source image.
-        region_kmeans_init (`torch.LongTensor` of shape `(num_regions, mask_num)`, *optional*):
-            Start of the object-token clustering per region; defaults to the deterministic evenly spaced start.
-        region_global_pixel_values, region_local_pixel_values (`torch.Tensor`, Lite only):
-            Patches of the global (whole image) and local (object surroundings) context views, sample after sample.
-        region_global_grid_thw, region_local_grid_thw (`torch.LongTensor` of shape `(num_views, 3)`, Lite only):
-            Grids of the context views.
-        region_view_ids (`torch.LongTensor` of shape `(num_regions,)`, Lite only):
-            Index of each region's context views among the views of ITS sample.
-        mm_encoder_outputs (`dict[str, BaseModelOutputWithPooling]`, *optional*):
-            Pre-encoded `"image"`, `"video"` and `"region"` features (see `get_multimodal_features`), as `generate`
-            passes them; a modality given here is not encoded again.
-        """
-        # The image, video and region arguments, by the names `MEDIA_INPUT_NAMES` lists once.
         media = {name: value for name, value in locals().items() if name in MEDIA_INPUT_NAMES}
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-        encoded = dict(mm_encoder_outputs or {})
-        encoded.update(self.get_multimodal_features(input_ids, inputs_embeds, **media))
-        hidden = {}
-        for modality in ("image", "video", "region"):
-            if encoded.get(modality) is None:
-                continue
-            hidden[modality] = torch.cat(list(encoded[modality].pooler_output))
-            placeholders = self.placeholder_mask(
-                input_ids, inputs_embeds, getattr(self.config, f"{modality}_token_id")
-            )
-            inputs_embeds = self._scatter(inputs_embeds, placeholders, hidden[modality], PLACEHOLDER_NAMES[modality])
-
+        encoded = {**(mm_encoder_outputs or {}), **self.get_multimodal_features(input_ids, inputs_embeds, **media)}
+        inputs_embeds, hidden = self.merge_multimodal_embeddings(input_ids, inputs_embeds, encoded)
         outputs = self.language_model(
-            input_ids=None,
-            position_ids=position_ids,
-            attention_mask=attention_mask,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
             use_cache=use_cache,
             **kwargs,
         )
         return PixelReferModelOutputWithPast(
-            last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            image_hidden_states=hidden.get("image"),
-            video_hidden_states=hidden.get("video"),
-            region_hidden_states=hidden.get("region"),
+            **outputs, **{f"{modality}_hidden_states": features for modality, features in hidden.items()}
         )
 
 
@@ -463,17 +475,22 @@ class PixelReferForConditionalGeneration(PixelReferPreTrainedModel, VideoLlama3F
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
 
+    def get_region_features(self, **kwargs) -> BaseModelOutputWithPooling:
+        """See [`PixelReferModel.get_region_features`]."""
+        return self.model.get_region_features(**kwargs)
+
     def get_multimodal_features(self, **kwargs) -> dict[str, BaseModelOutputWithPooling]:
         """See [`PixelReferModel.get_multimodal_features`]."""
         return self.model.get_multimodal_features(**kwargs)
 
     @can_return_tuple
+    @add_start_docstrings_to_model_forward(PIXELREFER_INPUTS_DOCSTRING + LM_INPUTS_DOCSTRING)
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        past_key_values: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -489,67 +506,24 @@ class PixelReferForConditionalGeneration(PixelReferPreTrainedModel, VideoLlama3F
         region_masks: torch.Tensor | None = None,
         region_mask_hw: torch.LongTensor | None = None,
         region_boxes: torch.Tensor | None = None,
-        region_image_sizes: torch.LongTensor | None = None,
-        region_kmeans_init: torch.LongTensor | None = None,
-        region_global_pixel_values: torch.Tensor | None = None,
-        region_global_grid_thw: torch.LongTensor | None = None,
-        region_local_pixel_values: torch.Tensor | None = None,
-        region_local_grid_thw: torch.LongTensor | None = None,
+        region_context_pixel_values: torch.Tensor | None = None,
+        region_context_grid_thw: torch.LongTensor | None = None,
         region_view_ids: torch.LongTensor | None = None,
+        region_kmeans_init: torch.LongTensor | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | PixelReferCausalLMOutputWithPast:
-        r"""
-        The inputs of [`PixelReferModel.forward`], plus `labels` for the causal-LM loss and `logits_to_keep` (compute
-        the logits of the last `logits_to_keep` positions only; `generate` keeps 1 at prefill).
-        """
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            pixel_values=pixel_values,
-            image_grid_thw=image_grid_thw,
-            image_merge_sizes=image_merge_sizes,
-            pixel_values_videos=pixel_values_videos,
-            video_grid_thw=video_grid_thw,
-            video_merge_sizes=video_merge_sizes,
-            video_compression_mask=video_compression_mask,
-            region_pixel_values=region_pixel_values,
-            region_grid_thw=region_grid_thw,
-            region_masks=region_masks,
-            region_mask_hw=region_mask_hw,
-            region_boxes=region_boxes,
-            region_image_sizes=region_image_sizes,
-            region_kmeans_init=region_kmeans_init,
-            region_global_pixel_values=region_global_pixel_values,
-            region_global_grid_thw=region_global_grid_thw,
-            region_local_pixel_values=region_local_pixel_values,
-            region_local_grid_thw=region_local_grid_thw,
-            region_view_ids=region_view_ids,
-            mm_encoder_outputs=mm_encoder_outputs,
-            return_dict=True,
-            **kwargs,
-        )
+        model_inputs = {name: value for name, value in locals().items() if name in MODEL_INPUT_NAMES}
+        outputs = self.model(**model_inputs, return_dict=True, **kwargs)
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )
-        return PixelReferCausalLMOutputWithPast(
-            loss=loss,
-            logits=logits,
-            past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            image_hidden_states=outputs.image_hidden_states,
-            video_hidden_states=outputs.video_hidden_states,
-            region_hidden_states=outputs.region_hidden_states,
-        )
+        hidden = {name: value for name, value in outputs.items() if name != "last_hidden_state"}
+        return PixelReferCausalLMOutputWithPast(loss=loss, logits=logits, **hidden)
 
     def _maybe_prepare_encoder_kwargs_for_generation(
         self,
@@ -597,5 +571,4 @@ __all__ = [
     "PixelReferForConditionalGeneration",
     "PixelReferModel",
     "PixelReferPreTrainedModel",
-    "REGION_INPUT_NAMES",
 ]

@@ -15,9 +15,9 @@ class PixelReferObjectInfusion(nn.Module):
         super().__init__()
         hidden_size = config.vision_config.hidden_size
         self.local_norm = nn.LayerNorm(hidden_size)
-        self.local_attention = nn.MultiheadAttention(hidden_size, config.oci_num_heads, batch_first=True)
+        self.local_attention = nn.MultiheadAttention(hidden_size, config.infusion_num_heads, batch_first=True)
         self.global_norm = nn.LayerNorm(hidden_size)
-        self.global_attention = nn.MultiheadAttention(hidden_size, config.oci_num_heads, batch_first=True)
+        self.global_attention = nn.MultiheadAttention(hidden_size, config.infusion_num_heads, batch_first=True)
 
     def forward(
         self,

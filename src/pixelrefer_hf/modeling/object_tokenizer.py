@@ -15,6 +15,20 @@ from .configuration_pixelrefer import PixelReferConfig
 
 
 @dataclass
+class MaskedCells:
+    """Position-embedded features at the masked cells of all regions of a batch.
+
+    cells: `(num_regions, max(n_i, max_tokens), channels)`, row-major order, zero padded.
+    valid: `(num_regions, max(n_i, max_tokens))` False on padding.
+    counts: `(num_regions,)` number of masked cells `n_i` of each region.
+    """
+
+    cells: torch.Tensor
+    valid: torch.Tensor
+    counts: torch.Tensor
+
+
+@dataclass
 class PooledObjects:
     """Pooled object features of all regions of a batch.
 
@@ -91,19 +105,13 @@ def batched_kmeans(
     return centroids
 
 
-def box_position_grid(
-    grid_hw: torch.Tensor, boxes: torch.Tensor, image_sizes: torch.Tensor, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    """Normalised position in the full image of every cell of every crop grid, as the checkpoints were trained.
-
-    The original passes its crop box as (top, left, bottom, right) to a function that reads it as (x0, y0, x1, y1),
-    so channel 0 runs over rows of the box scaled by the image width and channel 1 over columns scaled by the image
-    height. The trained position embedding expects exactly that, so it is reproduced here.
+def box_position_grid(grid_hw: torch.Tensor, boxes: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Position of every cell of every crop grid in its source image, interpolated linearly over the crop's box.
 
     Args:
         grid_hw: `(num_regions, 2)` crop grid (rows, columns) of each region.
-        boxes: `(num_regions, 4)` crop boxes (x0, y0, x1, y1), pixels of the source image, inclusive.
-        image_sizes: `(num_regions, 2)` (height, width) of the source image.
+        boxes: `(num_regions, 4)` normalised boxes `(u0, v0, u1, v1)`: channel 0 runs from u0 (first column) towards
+            u1 over the columns, channel 1 from v0 towards v1 over the rows.
     Returns:
         `(sum(rows * columns), 2)` positions, regions one after the other, cells in row-major order.
     """
@@ -113,25 +121,24 @@ def box_position_grid(
     index = torch.arange(int(cells.sum()), device=cells.device) - offsets[region]
     rows, cols = grid_hw[region, 0], grid_hw[region, 1]
     row, col = index // cols, index % cols
-    boxes = boxes.to(dtype)[region]
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    height, width = (image_sizes.to(dtype)[region] - 1).unbind(-1)
-    first = (col.to(dtype) / cols.to(dtype) * (y1 - y0) + y0) / width
-    second = (row.to(dtype) / rows.to(dtype) * (x1 - x0) + x0) / height
+    u0, v0, u1, v1 = boxes.to(device=cells.device, dtype=dtype)[region].unbind(-1)
+    first = col.to(dtype) / cols.to(dtype) * (u1 - u0) + u0
+    second = row.to(dtype) / rows.to(dtype) * (v1 - v0) + v0
     return torch.stack([first, second], dim=-1)
 
 
 class PixelReferObjectTokenizer(nn.Module):
     """Scale-Adaptive Object Tokenizer (model side).
 
-    Turns the vision features of every region's crop into at most `config.mask_num` object tokens in the LLM width.
+    Turns the vision features of every region's crop into at most `config.max_object_tokens` object tokens in the
+    LLM width.
     """
 
     def __init__(self, config: PixelReferConfig):
         super().__init__()
         vision_size = config.vision_config.hidden_size
         text_size = config.text_config.hidden_size
-        self.max_tokens = config.mask_num
+        self.max_tokens = config.max_object_tokens
         self.kmeans_iterations = config.kmeans_iterations
         self.box_position_embedding = nn.Linear(2, vision_size)
         self.projector = nn.Sequential(nn.Linear(vision_size, text_size), nn.GELU(), nn.Linear(text_size, text_size))
@@ -143,8 +150,7 @@ class PixelReferObjectTokenizer(nn.Module):
         masks: torch.Tensor,
         mask_grid_hw: torch.Tensor,
         boxes: torch.Tensor,
-        image_sizes: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> MaskedCells:
         """Position-embedded crop features at the masked cells of every region, padded into one tensor.
 
         Args:
@@ -154,13 +160,9 @@ class PixelReferObjectTokenizer(nn.Module):
             mask_grid_hw: `(R, 2)` mask grid of each region; where the crop grid differs (the image processor resized
                 the crop), the position-embedded features are bilinearly resized to the mask grid, as the original
                 does (positions are embedded on the crop grid, then resized with the features).
-            boxes: `(R, 4)` crop boxes (x0, y0, x1, y1) inclusive, pixels of the source image.
-            image_sizes: `(R, 2)` (height, width) of each region's source image.
-        Returns:
-            cells `(R, max(n_i, max_tokens), C)` (row-major order, zero padded), valid `(R, max(n_i, max_tokens))`
-            and the number of masked cells `n_i` of each region `(R,)`.
+            boxes: `(R, 4)` normalised crop boxes (see `box_position_grid`).
         """
-        positions = box_position_grid(crop_grid_hw, boxes, image_sizes).to(crop_features.dtype)
+        positions = box_position_grid(crop_grid_hw, boxes).to(crop_features.dtype)
         features = crop_features + self.box_position_embedding(positions)
         features = self._features_on_mask_grid(features, crop_grid_hw, mask_grid_hw)
 
@@ -181,19 +183,10 @@ class PixelReferObjectTokenizer(nn.Module):
         cells[point_region, slot] = points
         valid = torch.zeros(num_regions, width, dtype=torch.bool, device=features.device)
         valid[point_region, slot] = True
-        return cells, valid, num_points
+        return MaskedCells(cells=cells, valid=valid, counts=num_points)
 
-    def pool(
-        self,
-        crop_features: torch.Tensor,
-        crop_grid_hw: torch.Tensor,
-        masks: torch.Tensor,
-        mask_grid_hw: torch.Tensor,
-        boxes: torch.Tensor,
-        image_sizes: torch.Tensor,
-        initial_indices: torch.LongTensor | None = None,
-    ) -> PooledObjects:
-        """Masked pooling and clustering of all regions (arguments as in `masked_cells`).
+    def pool(self, masked: MaskedCells, initial_indices: torch.LongTensor | None = None) -> PooledObjects:
+        """Object features of all regions from their masked cells.
 
         Regions with at most `max_tokens` masked cells keep their cells as tokens; the others are clustered into
         `max_tokens` k-means centroids.
@@ -202,9 +195,7 @@ class PixelReferObjectTokenizer(nn.Module):
             initial_indices: `(R, max_tokens)` k-means start of each region (indices into its masked cells, used
                 for the regions that are clustered), or `None` for the deterministic evenly spaced start.
         """
-        cells, valid, num_points = self.masked_cells(
-            crop_features, crop_grid_hw, masks, mask_grid_hw, boxes, image_sizes
-        )
+        cells, valid, num_points = masked.cells, masked.valid, masked.counts
         tokens = cells[:, : self.max_tokens].clone()
         clustered = num_points > self.max_tokens
         if clustered.any():
@@ -238,4 +229,4 @@ class PixelReferObjectTokenizer(nn.Module):
         return torch.cat(resized)
 
 
-__all__ = ["PixelReferObjectTokenizer", "PooledObjects", "batched_kmeans", "evenly_spaced_start"]
+__all__ = ["MaskedCells", "PixelReferObjectTokenizer", "PooledObjects", "batched_kmeans", "evenly_spaced_start"]

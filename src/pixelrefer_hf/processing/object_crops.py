@@ -146,4 +146,17 @@ def context_views(
     return whole, local
 
 
-__all__ = ["ObjectCrop", "context_views", "crop_object", "crop_object_lite", "scale_factor"]
+def position_boxes(crops: list[ObjectCrop]) -> torch.Tensor:
+    """`(R, 4)` float32 boxes of the crops as the box position embedding was trained to read them.
+
+    The original passes its crop box as (top, left, bottom, right) to a function that reads it as (x0, y0, x1, y1)
+    and normalises by (width - 1, height - 1). So the first position channel, which runs over a crop's columns,
+    goes from top / (W - 1) to bottom / (W - 1), and the second, over its rows, from left / (H - 1) to right / (H - 1).
+    The trained embedding expects exactly that, so it is reproduced here.
+    """
+    x0, y0, x1, y1 = torch.tensor([crop.box for crop in crops], dtype=torch.float32).unbind(-1)
+    height, width = (torch.tensor([crop.image_size for crop in crops], dtype=torch.float32) - 1).unbind(-1)
+    return torch.stack([y0 / width, x0 / height, y1 / width, x1 / height], dim=-1)
+
+
+__all__ = ["ObjectCrop", "context_views", "crop_object", "crop_object_lite", "position_boxes", "scale_factor"]

@@ -2,20 +2,22 @@
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers import BatchFeature, ProcessorMixin
-from transformers.image_utils import load_image
 from transformers.processing_utils import ProcessingKwargs, TextKwargs, Unpack
 from transformers.utils import logging
 
-from .object_crops import ObjectCrop, context_views, crop_object, crop_object_lite
+from ..model_inputs import IMAGE_INPUT_NAMES, REGION_INPUT_NAMES, VIDEO_INPUT_NAMES
+from ..validation import as_rgb_array
+from .object_crops import ObjectCrop
 from .original_release import original_image_processor
-from .regions import region_to_mask
-from .video import VideoClip, load_video
+from .region_inputs import PixelReferRegionProcessor, SampleRegions
+from .video import VideoClip
+from .video_regions import video_regions
 
 
 logger = logging.get_logger(__name__)
@@ -53,26 +55,15 @@ CHAT_TEMPLATE = (
 )
 
 REGION_KEYS = ("mask", "box", "rle", "polygon", "points")
-IMAGE_KEYS = ("pixel_values", "image_grid_thw", "image_merge_sizes")
-VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "video_merge_sizes", "video_compression_mask")
-REGION_PATCH_KEYS = (
-    "region_pixel_values",
-    "region_grid_thw",
-    "region_global_pixel_values",
-    "region_global_grid_thw",
-    "region_local_pixel_values",
-    "region_local_grid_thw",
-)
-# What the processor gives for regions (documented in `PixelReferModel.forward`).
-REGION_KEYS_OUT = (
-    *REGION_PATCH_KEYS[:2],
-    "region_masks",
-    "region_mask_hw",
-    "region_boxes",
-    "region_image_sizes",
-    *REGION_PATCH_KEYS[2:],
-    "region_view_ids",
-)
+
+
+@dataclass
+class ProcessedSample:
+    """One sample of a batch: its expanded prompt, its image or video inputs, and its regions (None without)."""
+
+    prompt: str
+    media: dict[str, torch.Tensor]
+    regions: SampleRegions | None
 
 
 class PixelReferProcessorKwargs(ProcessingKwargs, total=False):
@@ -81,27 +72,6 @@ class PixelReferProcessorKwargs(ProcessingKwargs, total=False):
 
 # Keywords of a processor call besides the tokenizer's text keywords.
 PROCESSOR_KEYWORDS = {"text_kwargs", "return_tensors", "common_kwargs"}
-
-
-def _to_rgb_array(image: Any, sample_index: int) -> np.ndarray:
-    """PIL image, `(H, W, 3)` array / tensor, path or URL -> `(H, W, 3)` uint8 RGB."""
-    if isinstance(image, str):
-        image = load_image(image)
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] == 3:
-        if image.dtype != np.uint8:
-            raise TypeError(
-                f"sample {sample_index}: image arrays must be uint8 (H, W, 3) RGB, got dtype {image.dtype}; "
-                "convert with `np.asarray(img, dtype=np.uint8)` or pass a PIL image."
-            )
-        return image
-    raise TypeError(
-        f"sample {sample_index}: unsupported image {type(image).__name__}"
-        f"{getattr(image, 'shape', '')}; pass a PIL image, a path, or a uint8 (H, W, 3) RGB array."
-    )
 
 
 def _per_sample(value: Any, batch_size: int, name: str, one_each: bool = False) -> list[list]:
@@ -158,7 +128,7 @@ class PixelReferProcessor(ProcessorMixin):
         image_processor=None,
         tokenizer=None,
         chat_template: str | None = None,
-        mask_num: int = 32,
+        max_object_tokens: int = 32,
         object_only: bool = False,
         margin_patches: int = 2,
         max_object_patches: int = 100,
@@ -170,21 +140,21 @@ class PixelReferProcessor(ProcessorMixin):
         use_token_compression: bool = True,
         **kwargs,
     ):
+        # Processors saved before the rename (and the original release) call it `mask_num`.
+        max_object_tokens = kwargs.pop("mask_num", max_object_tokens)
+        self.max_object_tokens = max_object_tokens
+        self.object_only = object_only
+        self.margin_patches = margin_patches
+        self.max_object_patches = max_object_patches
+        self.global_view_size = global_view_size
+        self.local_view_size = local_view_size
         self.video_fps = video_fps
         self.video_max_frames = video_max_frames
         self.video_merge_size = video_merge_size
         self.use_token_compression = use_token_compression
-        self.video_token = VIDEO_TOKEN
-        self.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
-        self.global_view_size = global_view_size
-        self.local_view_size = local_view_size
-        self.mask_num = mask_num
-        self.object_only = object_only
-        self.margin_patches = margin_patches
-        self.max_object_patches = max_object_patches
-        self.image_token = IMAGE_TOKEN
-        self.region_token = REGION_TOKEN
+        self.image_token, self.video_token, self.region_token = IMAGE_TOKEN, VIDEO_TOKEN, REGION_TOKEN
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
         self.region_token_id = tokenizer.convert_tokens_to_ids(REGION_TOKEN)
         if self.region_token_id == tokenizer.unk_token_id or self.region_token_id is None:
             raise ValueError(f"The tokenizer has no {REGION_TOKEN} token; add it with `tokenizer.add_tokens`.")
@@ -196,7 +166,7 @@ class PixelReferProcessor(ProcessorMixin):
         tokenizer,
         *,
         object_only: bool = False,
-        mask_num: int = 32,
+        max_object_tokens: int = 32,
         use_token_compression: bool = True,
         preprocessor: dict | None = None,
         max_vision_tokens: int = 8192,
@@ -210,7 +180,7 @@ class PixelReferProcessor(ProcessorMixin):
         return cls(
             original_image_processor(preprocessor, max_vision_tokens, spatial_merge_size),
             tokenizer,
-            mask_num=mask_num,
+            max_object_tokens=max_object_tokens,
             object_only=object_only,
             max_object_patches=50 if object_only else 100,
             use_token_compression=use_token_compression,
@@ -224,28 +194,18 @@ class PixelReferProcessor(ProcessorMixin):
         kwargs.setdefault("backend", "pil")
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
+    @property
+    def region_processor(self) -> PixelReferRegionProcessor:
+        """The region side of this processor (crops, masks, boxes, Lite's context views), with its settings."""
+        settings = {field.name: getattr(self, field.name) for field in fields(PixelReferRegionProcessor)}
+        return PixelReferRegionProcessor(**settings)
+
     def object_crops(
         self, image: Any, regions: Sequence, sample_index: int = 0, region_ids: Sequence[int] | None = None
     ) -> list[ObjectCrop]:
-        """Scale-adaptive crops of `regions` (any form `region_to_mask` takes) on one image.
-
-        `region_ids` are the regions' indices in the sample, for error messages (default: their positions).
-        """
-        rgb = _to_rgb_array(image, sample_index)
-        crop_fn = crop_object_lite if self.object_only else crop_object
-        crops = []
-        for region_index, region in zip(region_ids or range(len(regions)), regions):
-            mask = region_to_mask(region, rgb.shape[:2], sample_index=sample_index, region_index=region_index)
-            crop = crop_fn(
-                rgb, mask, self.mask_num, self.image_processor.patch_size, self.margin_patches, self.max_object_patches
-            )
-            if crop.num_tokens == 0:
-                raise ValueError(
-                    f"sample {sample_index}, region {region_index}: the mask vanishes on the crop's patch grid; "
-                    "pass a mask that covers at least one pixel more."
-                )
-            crops.append(crop)
-        return crops
+        """Scale-adaptive crops of `regions` (any form `region_to_mask` takes) on one image (PIL, array, path)."""
+        rgb = as_rgb_array(image, f"sample {sample_index}")
+        return self.region_processor.object_crops(rgb, regions, sample_index, region_ids)
 
     def __call__(
         self,
@@ -275,35 +235,33 @@ class PixelReferProcessor(ProcessorMixin):
             `input_ids`, `attention_mask`; for the full model with images `pixel_values`, `image_grid_thw`,
             `image_merge_sizes`, with videos `pixel_values_videos`, `video_grid_thw`, `video_merge_sizes`,
             `video_compression_mask`; with regions `region_pixel_values`, `region_grid_thw`, `region_masks`,
-            `region_mask_hw`, `region_boxes`, `region_image_sizes` (Lite: also the `region_global_*`,
-            `region_local_*` context views and `region_view_ids`).
+            `region_mask_hw`, `region_boxes` (Lite: also `region_context_pixel_values`, `region_context_grid_thw`
+            and `region_view_ids`).
         """
         if text is None:
             raise ValueError("PixelReferProcessor needs `text` with one <region> per region.")
         texts = [text] if isinstance(text, str) else list(text)
-        batch_images = _per_sample(images, len(texts), "images", one_each=True)
-        batch_regions = _per_sample(regions, len(texts), "regions")
-        batch_videos = self._videos_per_sample(videos, len(texts))
-        rgb_images = [[_to_rgb_array(im, i) for im in ims] for i, ims in enumerate(batch_images)]
-
-        prompts, crops, view_ids = [], [], []
-        features: dict[str, list] = {key: [] for key in (*IMAGE_KEYS, *VIDEO_KEYS, *REGION_PATCH_KEYS)}
-        for index, sample in enumerate(zip(texts, rgb_images, batch_regions, batch_videos)):
-            prompt, sample_crops = self._process_sample(index, *sample, features, view_ids)
-            prompts.append(prompt)
-            crops.extend(sample_crops)
-
         text_kwargs = self._text_kwargs(kwargs)
         return_tensors = text_kwargs.pop("return_tensors", "pt")
-        text_inputs = self.tokenizer(prompts, return_tensors="pt", **text_kwargs)
+        batch = zip(
+            texts,
+            _per_sample(images, len(texts), "images", one_each=True),
+            _per_sample(regions, len(texts), "regions"),
+            self._videos_per_sample(videos, len(texts)),
+        )
+        samples = [
+            self._process_sample(index, text, images, regions, video)
+            for index, (text, images, regions, video) in enumerate(batch)
+        ]
+        prompts = [sample.prompt for sample in samples]
+        data = dict(self.tokenizer(prompts, return_tensors="pt", **text_kwargs))
         if text_kwargs.get("truncation"):
-            self._check_truncation(prompts, text_inputs["input_ids"], text_kwargs)
-        data = dict(text_inputs)
-        data.update({key: torch.cat(value) for key, value in features.items() if value})
-        if crops:
-            data.update(self._region_tensors(crops))
-            if self.object_only:
-                data["region_view_ids"] = torch.tensor(view_ids, dtype=torch.long)
+            self._check_truncation(prompts, data["input_ids"], text_kwargs)
+        for key in (*IMAGE_INPUT_NAMES, *VIDEO_INPUT_NAMES):
+            values = [sample.media[key] for sample in samples if key in sample.media]
+            if values:
+                data[key] = torch.cat(values)
+        data.update(PixelReferRegionProcessor.batch([sample.regions for sample in samples]))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _text_kwargs(self, kwargs: dict) -> dict:
@@ -339,60 +297,54 @@ class PixelReferProcessor(ProcessorMixin):
             (REGION_TOKEN, self.region_token_id),
         ]
 
-    def _process_sample(
-        self,
-        index: int,
-        prompt: str,
-        sample_images: list[np.ndarray],
-        sample_regions: list,
-        video: Any,
-        features: dict[str, list],
-        view_ids: list[int],
-    ) -> tuple[str, list[ObjectCrop]]:
-        """One sample: its crops (and Lite views), media patches appended to `features`, and its expanded prompt."""
-        num_placeholders = prompt.count(REGION_PLACEHOLDER)
-        if num_placeholders != len(sample_regions):
+    def _process_sample(self, index: int, text: str, images: list, regions: list, video: Any) -> ProcessedSample:
+        """One sample: its regions' crops (and Lite views), its media patches and its expanded prompt."""
+        num_placeholders = text.count(REGION_PLACEHOLDER)
+        if num_placeholders != len(regions):
             raise ValueError(
                 f"sample {index}: the text has {num_placeholders} {REGION_PLACEHOLDER} placeholder(s) but "
-                f"{len(sample_regions)} region(s) were given; pass exactly one region per {REGION_PLACEHOLDER}, "
-                "in order."
+                f"{len(regions)} region(s) were given; pass exactly one region per {REGION_PLACEHOLDER}, in order."
             )
-        clip = None
+        images = [as_rgb_array(image, f"sample {index}") for image in images]
+        if video is not None and images:
+            raise ValueError(
+                f"sample {index}: a sample holds one video or images, not both; split it into two samples."
+            )
         if video is not None:
-            if sample_images:
-                raise ValueError(
-                    f"sample {index}: a sample holds one video or images, not both; split it into two samples."
-                )
-            clip, sample_images, sample_regions, groups = self._video_regions(index, video, sample_regions)
+            on_video = video_regions(
+                video,
+                regions,
+                object_only=self.object_only,
+                fps=self.video_fps,
+                max_frames=self.video_max_frames,
+                sample_index=index,
+            )
+            images, regions, placeholders = on_video.frames, on_video.regions, on_video.placeholders
         else:
-            groups = [[(i, None)] for i in range(len(sample_regions))]
-        region_ids = [region for region, group in enumerate(groups) for _ in group]
-        sample_crops, image_ids = self._sample_crops(index, sample_images, sample_regions, region_ids)
-        for group in groups:
-            pieces = [
-                ("" if time is None else f"Time {round(time, 1)}:") + REGION_TOKEN * sample_crops[i].num_tokens
-                for i, time in group
-            ]
-            prompt = prompt.replace(REGION_PLACEHOLDER, "[" + ",".join(pieces) + "]", 1)
-        if sample_crops:
-            patch_groups = {"region": [c.image for c in sample_crops]}
-            if self.object_only:
-                patch_groups["region_global"], patch_groups["region_local"] = self._context_views(
-                    sample_images, sample_crops, image_ids, view_ids
-                )
-            for group, group_images in patch_groups.items():
-                # The original divides the pixel budget by the number of regions of the sample, for every group.
-                patches = self._patchify(group_images, budget_divisor=len(sample_crops))
-                features[f"{group}_pixel_values"].append(patches["pixel_values"])
-                features[f"{group}_grid_thw"].append(patches["image_grid_thw"])
+            placeholders = [[(i, None)] for i in range(len(regions))]
+        region_ids = [region for region, group in enumerate(placeholders) for _ in group]
+        sample_regions = self.region_processor(images, regions, index, region_ids)
+        prompt = self._expand_regions(text, sample_regions, placeholders)
         if self.object_only:
             for placeholder in (IMAGE_TOKEN, VIDEO_PLACEHOLDER):
                 prompt = prompt.replace(placeholder + "\n", "").replace(placeholder, "")
-        elif clip is not None:
-            prompt = self._expand_video(index, prompt, clip, features)
-        else:
-            prompt = self._expand_images(index, prompt, sample_images, features)
-        return prompt, sample_crops
+            return ProcessedSample(prompt, {}, sample_regions)
+        if video is not None:
+            return ProcessedSample(*self._expand_video(index, prompt, on_video.clip), sample_regions)
+        return ProcessedSample(*self._expand_images(index, prompt, images), sample_regions)
+
+    @staticmethod
+    def _expand_regions(
+        prompt: str, regions: SampleRegions | None, placeholders: list[list[tuple[int, float | None]]]
+    ) -> str:
+        """Each `<region>` -> `"[" + "<REGION>" * n + "]"` (Lite video: one timestamped run per frame)."""
+        for group in placeholders:
+            pieces = [
+                ("" if time is None else f"Time {round(time, 1)}:") + REGION_TOKEN * regions.crops[i].num_tokens
+                for i, time in group
+            ]
+            prompt = prompt.replace(REGION_PLACEHOLDER, "[" + ",".join(pieces) + "]", 1)
+        return prompt
 
     @staticmethod
     def _videos_per_sample(videos: Any, batch_size: int) -> list:
@@ -404,93 +356,8 @@ class PixelReferProcessor(ProcessorMixin):
             raise ValueError(f"Got {batch_size} texts; pass videos=[...] with one video (or None) for each text.")
         return videos
 
-    def _video_regions(
-        self, index: int, video: Any, regions: list
-    ) -> tuple[VideoClip, list[np.ndarray], list[dict], list[list[tuple[int, float | None]]]]:
-        """Loads a sample's video and turns its regions into per-frame regions.
-
-        The full model takes one frame per object (the frame the object is drawn on; the first one of a masklet);
-        Lite takes every annotated frame of a masklet and writes each frame's timestamp into the prompt. Returns the
-        clip, the frames the regions are on, one region per (object, frame) with its `image_index`, and for each
-        object the (region, timestamp) pairs of its `<region>` placeholder.
-        """
-        masklets, key_frames = [], []
-        for region_index, region in enumerate(regions):
-            masklet, key_frame = self._masklet(index, region_index, region)
-            masklets.append(masklet)
-            key_frames.append(key_frame)
-        if not self.object_only:
-            for region_index, (masklet, key_frame) in enumerate(zip(masklets, key_frames)):
-                if key_frame is None and len(masklet) > 1:
-                    logger.warning(
-                        "sample %d, region %d: the full model takes one frame per object; using the masklet's first "
-                        "frame %d (name another with {'masklet': ..., 'frame': k}).",
-                        index,
-                        region_index,
-                        min(masklet),
-                    )
-            masklets = [{k: m[k]} for m, k in ((m, min(m) if k is None else k) for m, k in zip(masklets, key_frames))]
-        annotated = sorted({frame for masklet in masklets for frame in masklet})
-        clip = self._load_clip(index, video, annotated)
-        try:
-            frames = [clip.frame(frame) for frame in annotated]
-        except KeyError as error:
-            raise ValueError(
-                f"sample {index}: regions are drawn on frames {annotated}, but {error.args[0]}; pass masks for the "
-                "sampled frames, or the video itself so that the processor can decode those frames."
-            ) from None
-        flat, groups = [], []
-        for masklet in masklets:
-            group = []
-            for frame in sorted(masklet):
-                group.append((len(flat), frame / clip.fps if self.object_only else None))
-                flat.append(self._with_image_index(masklet[frame], annotated.index(frame)))
-            groups.append(group)
-        return clip, frames, flat, groups
-
-    @staticmethod
-    def _masklet(index: int, region_index: int, region: Any) -> tuple[dict[int, Any], int | None]:
-        """A video region as {source frame index: region form}, and its key frame (the one the full model uses)."""
-        if isinstance(region, dict) and "masklet" in region:
-            masklet = region["masklet"]
-            if not isinstance(masklet, dict) or not masklet:
-                raise ValueError(
-                    f"sample {index}, region {region_index}: a masklet is a non-empty dict "
-                    "{frame_index: mask | {'box': ...} | ...}."
-                )
-            masklet = {int(frame): form for frame, form in masklet.items()}
-            key_frame = region.get("frame")
-            if key_frame is not None and int(key_frame) not in masklet:
-                raise ValueError(
-                    f"sample {index}, region {region_index}: key frame {key_frame} is not one of the masklet's "
-                    f"frames {sorted(masklet)}; name one of them."
-                )
-            return masklet, None if key_frame is None else int(key_frame)
-        if isinstance(region, dict) and "frame" in region:
-            return {int(region["frame"]): {k: v for k, v in region.items() if k != "frame"}}, int(region["frame"])
-        raise ValueError(
-            f"sample {index}, region {region_index}: a region of a video must say which frame it is drawn on, "
-            '{"frame": k, "mask": ...}, or be a masklet {"masklet": {k: mask, ...}} (k: frame of the source video).'
-        )
-
-    @staticmethod
-    def _with_image_index(form: Any, image_index: int) -> dict:
-        if isinstance(form, dict):
-            return {**{k: v for k, v in form.items() if k != "type"}, "image_index": image_index}
-        return {"mask": form, "image_index": image_index}
-
-    def _load_clip(self, index: int, video: Any, annotated: list[int]) -> VideoClip:
-        if isinstance(video, VideoClip):
-            return video
-        try:
-            if self.object_only:
-                return load_video(video, frame_indices=annotated)
-            return load_video(video, fps=self.video_fps, max_frames=self.video_max_frames, extra_frames=annotated)
-        except ValueError as error:
-            raise ValueError(f"sample {index}: {error}") from error
-
-    def _expand_video(self, index: int, prompt: str, clip: VideoClip, features: dict[str, list]) -> str:
-        """Patches of the sampled frames and the prompt's `<video>` expanded into per-frame timestamps and tokens."""
+    def _expand_video(self, index: int, prompt: str, clip: VideoClip) -> tuple[str, dict[str, torch.Tensor]]:
+        """The prompt's `<video>` expanded into per-frame timestamps and tokens, and the sampled frames' patches."""
         if prompt.count(VIDEO_PLACEHOLDER) != 1:
             raise ValueError(
                 f"sample {index}: the text has {prompt.count(VIDEO_PLACEHOLDER)} {VIDEO_PLACEHOLDER} placeholders "
@@ -503,14 +370,16 @@ class PixelReferProcessor(ProcessorMixin):
         grids = patches["image_grid_thw"]
         num_frames, height, width = len(clip.frames), int(grids[0, 1]), int(grids[0, 2])
         keep = self._compression_mask(patches["pixel_values"], num_frames, merge)
-        features["pixel_values_videos"].append(patches["pixel_values"])
-        features["video_grid_thw"].append(torch.tensor([[num_frames, height, width]]))
-        features["video_merge_sizes"].append(torch.tensor([merge]))
-        features["video_compression_mask"].append(keep.flatten())
+        media = {
+            "pixel_values_videos": patches["pixel_values"],
+            "video_grid_thw": torch.tensor([[num_frames, height, width]]),
+            "video_merge_sizes": torch.tensor([merge]),
+            "video_compression_mask": keep.flatten(),
+        }
         frames_text = ",".join(
             f"Time {round(t, 1)}s:" + VIDEO_TOKEN * int(n) for t, n in zip(clip.timestamps, keep.sum(-1))
         )
-        return prompt.replace(VIDEO_PLACEHOLDER, frames_text, 1)
+        return prompt.replace(VIDEO_PLACEHOLDER, frames_text, 1), media
 
     def _compression_mask(self, pixel_values: torch.Tensor, num_frames: int, merge: int) -> torch.BoolTensor:
         """`(T, tokens per frame)` True for the video tokens kept: the original drops a merged token whose pixels
@@ -523,62 +392,9 @@ class PixelReferProcessor(ProcessorMixin):
             keep[keep.sum(-1) == 0, 0] = True
         return keep
 
-    def _sample_crops(
-        self, index: int, images: list[np.ndarray], regions: list, region_ids: list[int]
-    ) -> tuple[list[ObjectCrop], list[int]]:
-        """The crops of one sample's regions and, for each, the index of its image in the sample.
-
-        `region_ids` maps each region to the `<region>` it belongs to (for error messages; a Lite masklet has one
-        region per frame).
-        """
-        if regions and not images:
-            raise ValueError(
-                f"sample {index}, region 0: regions need an image to point into; pass images=... for this sample."
-            )
-        crops, image_ids = [], []
-        for region_index, region in zip(region_ids, regions):
-            image_index = 0
-            if isinstance(region, dict) and "image_index" in region:
-                region = dict(region)
-                image_index = region.pop("image_index")
-                if not 0 <= image_index < len(images):
-                    raise ValueError(
-                        f"sample {index}, region {region_index}: image_index {image_index} but the sample has "
-                        f"{len(images)} image(s); pass an index in [0, {len(images) - 1}]."
-                    )
-            elif len(images) > 1:
-                raise ValueError(
-                    f"sample {index}, region {region_index}: the sample has {len(images)} images; say which one the "
-                    'region is on with {"image_index": k, "mask": ...}.'
-                )
-            crops.extend(self.object_crops(images[image_index], [region], index, region_ids=[region_index]))
-            image_ids.append(image_index)
-        return crops, image_ids
-
-    def _context_views(
-        self, images: list[np.ndarray], crops: list[ObjectCrop], image_ids: list[int], view_ids: list[int]
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Lite's global and local views, one pair per image that has regions (the local view is taken around the
-        image's FIRST region, as the original caches it); appends each region's view index IN ITS SAMPLE to
-        `view_ids` (local indices stay right when samples are split or joined along the batch)."""
-        first_crop: dict[int, ObjectCrop] = {}
-        for crop, image_id in zip(crops, image_ids):
-            first_crop.setdefault(image_id, crop)
-        order = list(first_crop)
-        view_ids.extend(order.index(image_id) for image_id in image_ids)
-        views = [
-            context_views(images[i], first_crop[i].box, self.global_view_size, self.local_view_size) for i in order
-        ]
-        return [whole for whole, _ in views], [local for _, local in views]
-
-    def _patchify(self, images: list[np.ndarray], budget_divisor: int | None = None) -> BatchFeature:
-        """Patches of images of one sample; the pixel budget is divided by `budget_divisor` (default: the number of
-        images), as in the original."""
-        size = dict(self.image_processor.size)
-        size["longest_edge"] = size["longest_edge"] // (budget_divisor or len(images))
-        return self.image_processor(images=images, size=size, return_tensors="pt")
-
-    def _expand_images(self, index: int, prompt: str, images: list[np.ndarray], features: dict[str, list]) -> str:
+    def _expand_images(self, index: int, prompt: str, images: list[np.ndarray]) -> tuple[str, dict[str, torch.Tensor]]:
+        """Each `<image>` expanded into its image's tokens, and the images' patches (the pixel budget shared by the
+        sample's images, as in the original)."""
         num_placeholders = prompt.count(IMAGE_TOKEN)
         if num_placeholders != len(images):
             raise ValueError(
@@ -587,23 +403,14 @@ class PixelReferProcessor(ProcessorMixin):
                 "this for image items)."
             )
         if not images:
-            return prompt
-        patches = self._patchify(images)
-        for key in IMAGE_KEYS:
-            features[key].append(patches[key])
-        merge = patches["image_merge_sizes"] ** 2
+            return prompt, {}
+        size = dict(self.image_processor.size)
+        size["longest_edge"] = size["longest_edge"] // len(images)
+        patches = self.image_processor(images=images, size=size, return_tensors="pt")
         pieces = prompt.split(IMAGE_TOKEN)
-        counts = (patches["image_grid_thw"].prod(-1) // merge).tolist()
-        return pieces[0] + "".join(IMAGE_TOKEN * n + piece for n, piece in zip(counts, pieces[1:]))
-
-    @staticmethod
-    def _region_tensors(crops: list[ObjectCrop]) -> dict[str, torch.Tensor]:
-        return {
-            "region_masks": torch.cat([torch.from_numpy(c.mask).float().flatten() for c in crops]),
-            "region_mask_hw": torch.tensor([c.mask.shape for c in crops], dtype=torch.long),
-            "region_boxes": torch.tensor([c.box for c in crops], dtype=torch.long),
-            "region_image_sizes": torch.tensor([c.image_size for c in crops], dtype=torch.long),
-        }
+        counts = (patches["image_grid_thw"].prod(-1) // patches["image_merge_sizes"] ** 2).tolist()
+        prompt = pieces[0] + "".join(IMAGE_TOKEN * n + piece for n, piece in zip(counts, pieces[1:]))
+        return prompt, {key: patches[key] for key in IMAGE_INPUT_NAMES}
 
     def apply_chat_template(
         self,
@@ -697,7 +504,7 @@ class PixelReferProcessor(ProcessorMixin):
     @property
     def model_input_names(self) -> list[str]:
         names = self.tokenizer.model_input_names + self.image_processor.model_input_names
-        return list(dict.fromkeys([*names, *VIDEO_KEYS, *REGION_KEYS_OUT]))
+        return list(dict.fromkeys([*names, *VIDEO_INPUT_NAMES, *REGION_INPUT_NAMES]))
 
 
 __all__ = ["PixelReferProcessor", "CHAT_TEMPLATE"]

@@ -18,6 +18,8 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from ..validation import MaskInput, binary_mask, height_width, pixel_box, require_foreground
+
 
 RegionInput = Union[np.ndarray, torch.Tensor, Image.Image, dict, Sequence]
 
@@ -28,7 +30,6 @@ ACCEPTED_FORMS = (
     '{"polygon": [x0, y0, x1, y1, x2, y2, ...]} (a dict may also carry "type": "region")'
 )
 FORM_NAMES = {"mask": "mask", "box": "box", "rle": "RLE", "polygon": "polygon", "points": "points"}
-PIL_MASK_MODES = ("1", "L", "P", "RGB")
 # Characters of a compressed COCO RLE string: each encodes 6 bits as chr(48 + value).
 RLE_CHAR_OFFSET = 48
 RLE_CHAR_RANGE = 64
@@ -54,14 +55,9 @@ def region_to_mask(
         `np.ndarray` of dtype uint8, values in {0, 1}, shape `(height, width)`, with at least one pixel set.
     """
     where = f"sample {sample_index}, region {region_index}"
-    image_size = _validate_image_size(image_size, where)
+    image_size = height_width(image_size, where)
     form, value = _split_region(region, where)
-    mask = _CONVERTERS[form](value, image_size, where)
-    if not mask.any():
-        raise ValueError(
-            f"{where}: {FORM_NAMES[form]} is empty (no pixel set); pass a mask with at least one foreground pixel"
-        )
-    return mask
+    return require_foreground(_CONVERTERS[form](value, image_size, where), where, FORM_NAMES[form])
 
 
 def regions_to_masks(
@@ -79,21 +75,11 @@ def regions_to_masks(
     ]
 
 
-def mask_to_rle(mask: np.ndarray | torch.Tensor | Image.Image) -> dict[str, Any]:
+def mask_to_rle(mask: MaskInput) -> dict[str, Any]:
     """Encode a binary mask of shape (H, W) as a compressed COCO RLE `{"size": [H, W], "counts": str}`."""
-    mask = _binary_array(mask, "mask_to_rle")
+    mask = binary_mask(mask, None, "mask_to_rle", allow_empty=True)
     rle = mask_utils.encode(np.asfortranarray(mask))
     return {"size": [int(size) for size in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def _validate_image_size(image_size: Sequence[int], where: str) -> tuple[int, int]:
-    if (
-        not isinstance(image_size, Sequence)
-        or len(image_size) != 2
-        or not all(_is_integer(size) and size > 0 for size in image_size)
-    ):
-        raise ValueError(f"{where}: image_size {image_size!r} is invalid; pass (height, width) as positive integers")
-    return int(image_size[0]), int(image_size[1])
 
 
 def _split_region(region: RegionInput, where: str) -> tuple[str, Any]:
@@ -128,88 +114,8 @@ def _split_region_dict(region: Mapping, where: str) -> tuple[str, Any]:
     return keys[0], region[keys[0]]
 
 
-def _mask_from_mask(mask: Any, image_size: tuple[int, int], where: str) -> np.ndarray:
-    if not isinstance(mask, (np.ndarray, torch.Tensor, Image.Image)):
-        raise TypeError(
-            f"{where}: mask of type {type(mask).__name__} is not supported; "
-            "pass a numpy array, torch tensor or PIL image of shape (H, W)"
-        )
-    mask = _binary_array(mask, where)
-    if mask.shape != image_size:
-        raise ValueError(
-            f"{where}: mask has shape {mask.shape} but the image size (H, W) is {image_size}; "
-            f"pass a mask of shape {image_size}"
-        )
-    return mask
-
-
-def _binary_array(mask: np.ndarray | torch.Tensor | Image.Image, where: str) -> np.ndarray:
-    """Convert a mask to a 2-D uint8 {0, 1} array, refusing anything that is not binary."""
-    array = _to_numpy(mask, where)
-    if array.ndim == 3 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 2:
-        raise ValueError(f"{where}: mask has shape {array.shape}; pass a mask of shape (H, W) or (1, H, W)")
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8)
-    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise TypeError(f"{where}: mask has dtype {array.dtype}; pass a mask of bool, integer or float dtype")
-    is_zero_one = (array == 0) | (array == 1)
-    if is_zero_one.all() or (np.issubdtype(array.dtype, np.integer) and ((array == 0) | (array == 255)).all()):
-        return (array != 0).astype(np.uint8)
-    bad_values = np.unique(array[~is_zero_one])[:5].tolist()
-    raise ValueError(
-        f"{where}: mask is not binary (it holds values such as {bad_values}); pass a mask of bool, of 0/1 or of "
-        "0/255 uint8 (threshold it yourself, e.g. `mask > 0.5`)"
-    )
-
-
-def _to_numpy(mask: np.ndarray | torch.Tensor | Image.Image, where: str) -> np.ndarray:
-    if isinstance(mask, torch.Tensor):
-        mask = mask.detach().cpu()
-        return (mask.float() if mask.dtype == torch.bfloat16 else mask).numpy()
-    if isinstance(mask, Image.Image):
-        if mask.mode not in PIL_MASK_MODES:
-            raise TypeError(
-                f"{where}: PIL mask of mode {mask.mode!r} is not supported; pass a mask of mode "
-                f"{', '.join(PIL_MASK_MODES)} (e.g. `image.convert('L')`)"
-            )
-        array = np.asarray(mask)
-        return _gray_from_rgb(array, where) if mask.mode == "RGB" else array
-    return np.asarray(mask)
-
-
-def _gray_from_rgb(array: np.ndarray, where: str) -> np.ndarray:
-    if not ((array == array[..., :1]).all()):
-        raise ValueError(
-            f"{where}: RGB mask is not binary (its channels differ, so it is not black and white); "
-            "pass a black-and-white mask or a single-channel mask"
-        )
-    return array[..., 0]
-
-
 def _mask_from_box(box: Any, image_size: tuple[int, int], where: str) -> np.ndarray:
-    coordinates = _real_list(box)
-    if coordinates is None or len(coordinates) != 4:
-        raise ValueError(f"{where}: box {box!r} is malformed; pass 4 finite numbers [x0, y0, x1, y1] in pixels")
-    if not all(math.isfinite(value) for value in coordinates):
-        raise ValueError(
-            f"{where}: box {_format_numbers(coordinates)} is malformed (a coordinate is not finite); "
-            "pass 4 finite numbers [x0, y0, x1, y1] in pixels"
-        )
-    x0, y0, x1, y1 = coordinates
-    height, width = image_size
-    if x1 <= x0 or y1 <= y0:
-        side = "x1 <= x0" if x1 <= x0 else "y1 <= y0"
-        raise ValueError(
-            f"{where}: box {_format_numbers(coordinates)} has {side}; pass [x0, y0, x1, y1] with x1 > x0 and y1 > y0"
-        )
-    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-        raise ValueError(
-            f"{where}: box {_format_numbers(coordinates)} lies outside the image of size (H, W) = {image_size}; "
-            f"pass [x0, y0, x1, y1] with 0 <= x0 < x1 <= {width} and 0 <= y0 < y1 <= {height} "
-            "(x1 and y1 are exclusive)"
-        )
+    x0, y0, x1, y1 = pixel_box(box, image_size, where)
     mask = np.zeros(image_size, dtype=np.uint8)
     mask[math.floor(y0) : math.ceil(y1), math.floor(x0) : math.ceil(x1)] = 1
     return mask
@@ -364,7 +270,7 @@ def _reject_points(points: Any, image_size: tuple[int, int], where: str) -> np.n
 
 
 _CONVERTERS: dict[str, Callable[[Any, tuple[int, int], str], np.ndarray]] = {
-    "mask": _mask_from_mask,
+    "mask": binary_mask,
     "box": _mask_from_box,
     "rle": _mask_from_rle,
     "polygon": _mask_from_polygon,
@@ -379,13 +285,6 @@ def _as_list(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     return value
-
-
-def _real_list(values: Any) -> list[float] | None:
-    values = _as_list(values)
-    if not isinstance(values, list) or not all(_is_real(value) for value in values):
-        return None
-    return [float(value) for value in values]
 
 
 def _is_real(value: Any) -> bool:

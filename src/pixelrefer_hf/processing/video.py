@@ -17,6 +17,8 @@ import av
 import numpy as np
 from PIL import Image
 
+from .. import validation
+
 
 FOLDER_FPS = 3.0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -99,10 +101,7 @@ def load_video(
         raise ValueError(f"{name} has no frames; pass a video with at least one frame.")
 
     indices = list(frame_indices) if frame_indices is not None else sample_indices(total, source_fps, fps, max_frames)
-    wanted = sorted(set(indices) | set(extra_frames))
-    outside = [i for i in wanted if not 0 <= i < total]
-    if outside:
-        raise ValueError(f"{name} has {total} frames; frames {outside} are outside it (valid: 0..{total - 1}).")
+    wanted = sorted(set(validation.frame_indices([*indices, *extra_frames], total, name)))
     decoded = reader(wanted)
     return VideoClip(
         frames=np.stack([decoded[i] for i in indices]),
