@@ -129,3 +129,36 @@ def test_model_output_carries_one_row_per_object_token(tiny):
     assert out.region_hidden_states.shape == (num_placeholders, model.config.text_config.hidden_size)
     embeddings = model.get_input_embeddings()(inputs["input_ids"])
     assert not torch.allclose(out.region_hidden_states, embeddings[inputs["input_ids"] == processor.region_token_id])
+
+
+def test_region_features_are_what_the_llm_receives(tiny):
+    """`get_region_features` (its own vision call) gives per region the rows the forward writes into the `<REGION>`
+    positions of the LLM input, in placeholder order; Lite finds each region's sample from the placeholders."""
+    model, processor = tiny
+    inputs = batch_inputs(processor, two_image_samples())
+    region_inputs = {name: inputs[name] for name in inputs if name.startswith("region_")}
+    captured = {}
+    hook = model.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: captured.update(embeds=kwargs["inputs_embeds"]), with_kwargs=True
+    )
+    try:
+        with torch.no_grad():
+            features = model.get_region_features(**region_inputs, input_ids=inputs["input_ids"])
+            model(**inputs)
+    finally:
+        hook.remove()
+    per_region = [len(tokens) for tokens in features.pooler_output]
+    assert len(per_region) == len(inputs["region_grid_thw"])
+    placeholders = inputs["input_ids"] == processor.region_token_id
+    assert sum(per_region) == int(placeholders.sum())
+    received = captured["embeds"][placeholders]
+    torch.testing.assert_close(torch.cat(features.pooler_output), received, rtol=0, atol=1e-6)
+
+
+def test_model_refuses_a_region_without_masked_cells(tiny):
+    model, processor = tiny
+    inputs = batch_inputs(processor, two_image_samples())
+    first_cells = int(inputs["region_mask_hw"][0].prod())
+    inputs["region_masks"][:first_cells] = 0
+    with pytest.raises(ValueError, match=r"Regions \[0\] have no cell on their mask grid"):
+        model(**inputs)

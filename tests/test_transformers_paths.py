@@ -208,3 +208,17 @@ def test_lite_refuses_image_features():
     image = processor.image_processor(images=[PHOTO], return_tensors="pt")
     with pytest.raises(ValueError, match="feeds no image or video tokens to its LLM"):
         model.get_image_features(**image)
+
+
+def test_original_names_stay_aliases(tmp_path):
+    """`mask_num` and `oci_num_heads` (the original's names, and configs saved before the rename) keep working."""
+    config = tiny_config()
+    config_dict = config.to_dict()
+    assert "mask_num" not in config_dict and config_dict["max_object_tokens"] == 32
+    config_dict["mask_num"] = config_dict.pop("max_object_tokens") // 2
+    config_dict["oci_num_heads"] = config_dict.pop("infusion_num_heads") // 2
+    old = type(config).from_dict(config_dict)
+    assert (old.max_object_tokens, old.mask_num, old.infusion_num_heads) == (16, 16, 4)
+    _, processor = build_tiny_random()
+    renamed = type(processor)(processor.image_processor, processor.tokenizer, mask_num=8)
+    assert renamed.max_object_tokens == 8 and renamed.region_processor.max_object_tokens == 8

@@ -6,8 +6,7 @@ import torch
 from PIL import Image
 
 from pixelrefer_hf.processing.regions import region_to_mask
-from pixelrefer_hf.segmentation.prompts import prompts_to_inputs
-from pixelrefer_hf.validation import (
+from pixelrefer_hf.processing.validation import (
     as_rgb_array,
     binary_mask,
     frame_index,
@@ -17,6 +16,7 @@ from pixelrefer_hf.validation import (
     pixel_points,
     require_foreground,
 )
+from pixelrefer_hf.segmentation.prompts import prompts_to_inputs
 
 
 HEIGHT, WIDTH = 8, 10

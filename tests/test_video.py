@@ -66,7 +66,7 @@ def test_sources_agree(tmp_path):
     folder = load_video(tmp_path, fps=None, max_frames=3)
     np.testing.assert_array_equal(folder.frames, from_path.frames)
     assert folder.fps == 3.0 and folder.timestamps == [0.0, 1 / 3, 2 / 3]
-    in_memory = load_video(list(from_path.frames), fps=None, max_frames=3, video_fps=2.0)
+    in_memory = load_video(list(from_path.frames), fps=None, max_frames=3, source_fps=2.0)
     assert in_memory.timestamps == [0.0, 0.5, 1.0]
 
 

@@ -21,11 +21,12 @@ from transformers.utils import logging as hf_logging
 from . import __version__, tiny_random
 from .conversion import ConversionReport, PushReport, convert_checkpoint, push_checkpoint
 from .conversion.model_card import VARIANT_NAMES
+from .processing.object_crops import ObjectCrop
 from .processing.processing_pixelrefer import REGION_PLACEHOLDER
 from .processing.regions import region_to_mask
+from .processing.validation import pixel_points
 from .processing.video import load_video
 from .segmentation import MaskletPropagator, propagate_in_clip
-from .validation import pixel_points
 from .visualization import render_regions
 
 
@@ -279,6 +280,21 @@ def describe(args: argparse.Namespace) -> int:
         answer = f"(no visible text: the {len(new_tokens)} new tokens are whitespace or special tokens)"
     print(f"Answer: {answer}")
     print()
+    if args.video is not None:
+        print(
+            f"Crops on frame {args.frame}; Lite reads the object on every masklet frame, the full model on this one."
+        )
+    print(_crops_table(crops, regions if args.video is not None else None))
+
+    if args.save_vis is not None:
+        args.save_vis.parent.mkdir(parents=True, exist_ok=True)
+        render_regions(Image.fromarray(frame), masks, crops).save(args.save_vis)
+        print(f"\nSaved the visualization to {args.save_vis}")
+    return 0
+
+
+def _crops_table(crops: Sequence[ObjectCrop], masklets: Sequence[dict] | None = None) -> str:
+    """How each region was tokenized (crop box, size, scale, tokens, grid), plus its masklet frames for a video."""
     header = ["region", "crop box x0,y0,x1,y1", "crop WxH", "scale", "tokens", "grid HxW"]
     rows = [
         [
@@ -291,20 +307,11 @@ def describe(args: argparse.Namespace) -> int:
         ]
         for index, crop in enumerate(crops)
     ]
-    if args.video is not None:
+    if masklets is not None:
         header.append("masklet frames")
-        for row, region in zip(rows, regions):
+        for row, region in zip(rows, masklets):
             row.append(",".join(str(k) for k in region["masklet"]))
-        print(
-            f"Crops on frame {args.frame}; Lite reads the object on every masklet frame, the full model on this one."
-        )
-    print(_table(header, rows))
-
-    if args.save_vis is not None:
-        args.save_vis.parent.mkdir(parents=True, exist_ok=True)
-        render_regions(Image.fromarray(frame), masks, crops).save(args.save_vis)
-        print(f"\nSaved the visualization to {args.save_vis}")
-    return 0
+    return _table(header, rows)
 
 
 def convert(args: argparse.Namespace) -> int:
@@ -389,6 +396,14 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in (header, *rows))
 
 
+# The region options of `describe`, each repeatable and collected in order into `args.regions`.
+REGION_OPTIONS = (
+    ("--box", parse_box, "X0,Y0,X1,Y1", "a region as a box in pixels (x1, y1 exclusive); repeatable"),
+    ("--mask", read_mask, "PNG", "a region as a mask PNG of the image's size (nonzero = object); repeatable"),
+    ("--point", parse_point, "X,Y", "a region as one point on the object, segmented with SAM2 (--sam2); repeatable"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `pixelrefer` command."""
     parser = ArgumentParser(prog="pixelrefer", description=__doc__)
@@ -422,30 +437,8 @@ def _add_describe(commands: argparse._SubParsersAction) -> None:
         help="SAM2 checkpoint id or folder for --point and --video, e.g. facebook/sam2.1-hiera-tiny "
         f"(default: {tiny_random.TINY_MODEL_NAME}, random weights)",
     )
-    ask.add_argument(
-        "--box",
-        dest="regions",
-        action="append",
-        type=parse_box,
-        metavar="X0,Y0,X1,Y1",
-        help="a region as a box in pixels (x1, y1 exclusive); repeatable",
-    )
-    ask.add_argument(
-        "--mask",
-        dest="regions",
-        action="append",
-        type=read_mask,
-        metavar="PNG",
-        help="a region as a mask PNG of the image's size (nonzero = object); repeatable",
-    )
-    ask.add_argument(
-        "--point",
-        dest="regions",
-        action="append",
-        type=parse_point,
-        metavar="X,Y",
-        help="a region as one point on the object, segmented with SAM2 (--sam2); repeatable",
-    )
+    for flag, parse, metavar, help_text in REGION_OPTIONS:
+        ask.add_argument(flag, dest="regions", action="append", type=parse, metavar=metavar, help=help_text)
     ask.add_argument(
         "--model",
         default=tiny_random.TINY_MODEL_NAME,

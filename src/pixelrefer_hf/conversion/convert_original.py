@@ -170,7 +170,7 @@ def build_config(src: Path, original: dict, state_dict: dict[str, torch.Tensor])
         vision_config=_vision_config(src, original, state_dict),
         image_token_id=original.get("image_token_index", 151665),
         region_token_id=original.get("region_token_index", 151668),
-        mask_num=original.get("mask_num", 32),
+        max_object_tokens=original.get("mask_num", 32),
         object_only=variant == "lite",
         use_token_compression=original.get("use_token_compression", True),
         tie_word_embeddings=original.get("tie_word_embeddings", False),

@@ -89,20 +89,20 @@ def variant_section(config: PixelReferConfig) -> str:
     if config.object_only:
         return (
             "**PixelRefer-Lite (Object-Only).** No image or video tokens reach the LLM. Each region becomes exactly "
-            f"**{config.mask_num} object tokens** (`mask_num`), which first cross-attend to a local and a global view "
-            "of the image (Object-Centric Infusion), so the LLM reads the question and the object tokens only: a far "
-            "shorter prompt and a far cheaper prefill than the full model.\n\n"
+            f"**{config.max_object_tokens} object tokens** (`max_object_tokens`), which first cross-attend to a local "
+            "and a global view of the image (Object-Centric Infusion), so the LLM reads the question and the object "
+            "tokens only: a far shorter prompt and a far cheaper prefill than the full model.\n\n"
             "| | |\n|---|---|\n"
-            f"| object tokens per region | {config.mask_num} |\n"
+            f"| object tokens per region | {config.max_object_tokens} |\n"
             "| image tokens reach the LLM | no |\n"
             "| Object-Centric Infusion | yes |"
         )
     return (
         "**PixelRefer (Vision-Object).** The LLM reads the image tokens and, per region, **up to "
-        f"{config.mask_num} object tokens** (`mask_num`; fewer when the region covers fewer patch cells) from the "
-        "Scale-Adaptive Object Tokenizer.\n\n"
+        f"{config.max_object_tokens} object tokens** (`max_object_tokens`; fewer when the region covers fewer patch "
+        "cells) from the Scale-Adaptive Object Tokenizer.\n\n"
         "| | |\n|---|---|\n"
-        f"| object tokens per region | up to {config.mask_num} |\n"
+        f"| object tokens per region | up to {config.max_object_tokens} |\n"
         "| image tokens reach the LLM | yes |\n"
         "| Object-Centric Infusion | no |"
     )
@@ -185,7 +185,7 @@ def build_model_card(
     """The model card (README.md) of a converted checkpoint pushed to `repo_id`.
 
     Args:
-        config: the converted checkpoint's config (variant and `mask_num`).
+        config: the converted checkpoint's config (variant and `max_object_tokens`).
         repo_id: the Hub id the checkpoint is pushed to, used in the usage snippets.
         base_model: the Hub id of the original release it was converted from (card metadata `base_model`).
         results: `benchmarks/RESULTS.md` with the Lite/full figures; defaults to the source checkout's.

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers.utils.import_utils import torch_compilable_check
 
 from .configuration_pixelrefer import PixelReferConfig
 
@@ -171,9 +172,13 @@ class PixelReferObjectTokenizer(nn.Module):
         selected = masks.to(features.device) > 0
         points, point_region = features[selected], region[selected]
         num_points = torch.bincount(point_region, minlength=num_regions)
-        if (num_points == 0).any():
-            empty = torch.nonzero(num_points == 0)[:, 0].tolist()
-            raise ValueError(f"Regions {empty} have no cell on their mask grid; every region needs a non-empty mask.")
+        torch_compilable_check(
+            (num_points > 0).all(),
+            lambda: (
+                f"Regions {torch.nonzero(num_points == 0)[:, 0].tolist()} have no cell on their mask grid; every "
+                "region needs a non-empty mask (build the inputs with PixelReferProcessor, which checks them)."
+            ),
+        )
         slot = (
             torch.arange(len(points), device=features.device)
             - (torch.cumsum(num_points, 0) - num_points)[point_region]

@@ -12,10 +12,9 @@ from transformers.processing_utils import ProcessingKwargs, TextKwargs, Unpack
 from transformers.utils import logging
 
 from ..model_inputs import IMAGE_INPUT_NAMES, REGION_INPUT_NAMES, VIDEO_INPUT_NAMES
-from ..validation import as_rgb_array
-from .object_crops import ObjectCrop
+from .object_crops import ObjectCrop, PixelReferRegionProcessor, SampleRegions
 from .original_release import original_image_processor
-from .region_inputs import PixelReferRegionProcessor, SampleRegions
+from .validation import as_rgb_array
 from .video import VideoClip
 from .video_regions import video_regions
 
@@ -114,7 +113,8 @@ class PixelReferProcessor(ProcessorMixin):
         max_object_patches (`int`, *optional*, defaults to 100): objects covering more patches are shrunk (Lite: 50).
         global_view_size (`int`, *optional*, defaults to 336): side of Lite's whole-image view.
         local_view_size (`int`, *optional*, defaults to 224): side of Lite's object-surroundings view.
-        video_fps (`float`, *optional*, defaults to 1.0): frames sampled per second of video (full model).
+        video_fps (`float`, *optional*, defaults to 1.0): frames sampled per second of video (full model), whatever
+            the source's own frame rate.
         video_max_frames (`int`, *optional*, defaults to 768): most frames sampled from a video.
         video_merge_size (`int`, *optional*, defaults to 2): video frames are merged `video_merge_size**2` patches
             to one token (full model); their pixel budget is the image budget (`image_processor.size

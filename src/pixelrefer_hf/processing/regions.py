@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from ..validation import MaskInput, binary_mask, height_width, pixel_box, require_foreground
+from .validation import MaskInput, binary_mask, height_width, pixel_box, require_foreground
 
 
 RegionInput = Union[np.ndarray, torch.Tensor, Image.Image, dict, Sequence]

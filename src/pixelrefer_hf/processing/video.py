@@ -1,7 +1,7 @@
 """Video decoding with PyAV, frame sampling and timestamps, as the original release samples them.
 
 The original samples `fps` frames per second of video, one from the middle of each segment of
-`int(video_fps // fps)` frames (falling back to `max_frames` uniformly spaced frames for long videos), or a fixed
+`int(source_fps // fps)` frames (falling back to `max_frames` uniformly spaced frames for long videos), or a fixed
 number of uniformly spaced frames (`np.linspace(0, n - 1, k, dtype=int)`); a folder of frame images counts as a
 3-fps video. A frame's timestamp is its index divided by the video's average frame rate.
 """
@@ -17,7 +17,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from .. import validation
+from . import validation
 
 
 FOLDER_FPS = 3.0
@@ -53,10 +53,10 @@ class VideoClip:
         )
 
 
-def sample_indices(num_frames: int, video_fps: float, fps: float | None = 1.0, max_frames: int = 768) -> list[int]:
-    """Indices of the frames the original release samples from a video of `num_frames` frames at `video_fps`."""
-    if fps is not None and num_frames / video_fps < max_frames:
-        segment = min(video_fps // fps, num_frames)
+def sample_indices(num_frames: int, source_fps: float, fps: float | None = 1.0, max_frames: int = 768) -> list[int]:
+    """Indices of the frames the original release samples from a video of `num_frames` frames at `source_fps`."""
+    if fps is not None and num_frames / source_fps < max_frames:
+        segment = min(source_fps // fps, num_frames)
         if segment >= 1:
             return np.arange(segment // 2, num_frames, segment, dtype=int).tolist()
     if num_frames <= max_frames:
@@ -71,7 +71,7 @@ def load_video(
     max_frames: int = 768,
     frame_indices: Sequence[int] | None = None,
     extra_frames: Sequence[int] = (),
-    video_fps: float | None = None,
+    source_fps: float | None = None,
 ) -> VideoClip:
     """Decodes and samples a video.
 
@@ -82,14 +82,14 @@ def load_video(
         max_frames: most frames sampled.
         frame_indices: sample exactly these source frames instead (e.g. the frames a masklet is annotated on).
         extra_frames: further source frames to decode (frames regions are drawn on that are not sampled).
-        video_fps: frame rate of in-memory frames (default 1; ignored for files, which know theirs).
+        source_fps: frame rate of in-memory frames (default 1; ignored for files, which know theirs).
     Returns:
         The sampled frames with their source indices and timestamps.
     """
     name = _describe(video)
     if isinstance(video, (np.ndarray, list, tuple)):
         frames = _in_memory_frames(video, name)
-        source_fps, total = float(video_fps or 1.0), len(frames)
+        source_fps, total = float(source_fps or 1.0), len(frames)
         reader = lambda wanted: {i: frames[i] for i in wanted}  # noqa: E731
     elif isinstance(video, (str, os.PathLike)) and Path(video).is_dir():
         files = sorted(p for p in Path(video).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

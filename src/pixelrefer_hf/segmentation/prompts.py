@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from transformers.utils import logging
 
 from ..processing.regions import region_to_mask
-from ..validation import MaskInput, binary_mask, frame_index, pixel_box, pixel_points
+from ..processing.validation import MaskInput, binary_mask, frame_index, pixel_box, pixel_points
 
 
 logger = logging.get_logger(__name__)
