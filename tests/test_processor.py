@@ -204,3 +204,37 @@ def test_error_names_the_right_region(processor, image):
             images=image,
             regions=[[{"box": [1, 1, 9, 9]}, {"box": [100, 10, 130, 50]}]],
         )
+
+
+def two_turn_chat(image):
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": image},
+                {"type": "text", "text": "What is "},
+                {"type": "region", "box": [10, 10, 50, 50]},
+                {"type": "text", "text": "?"},
+            ],
+        },
+        {"role": "assistant", "content": "A small dog."},
+        {"role": "user", "content": "And its colour?"},
+        {"role": "assistant", "content": [{"type": "text", "text": "Brown, mostly."}]},
+    ]
+
+
+def test_assistant_tokens_mask_marks_what_the_original_supervises(processor, image):
+    """Only the assistant turns' text and their closing <|im_end|>; not `<|im_start|>assistant\\n`, the newline after
+    <|im_end|>, user turns, image or <REGION> tokens. Two samples of different lengths (left padding)."""
+    chats = [two_turn_chat(image), two_turn_chat(image)[:2]]
+    out = processor.apply_chat_template(chats, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    plain = processor.apply_chat_template(chats, tokenize=True, return_dict=True)
+    assert torch.equal(out["input_ids"], plain["input_ids"]) and set(out) - set(plain) == {"assistant_masks"}
+    tokenizer = processor.tokenizer
+    for ids, mask, answers in zip(
+        out["input_ids"], out["assistant_masks"], (["A small dog.", "Brown, mostly."], ["A small dog."])
+    ):
+        expected = [token for answer in answers for token in tokenizer(answer + "<|im_end|>")["input_ids"]]
+        assert ids[mask.bool()].tolist() == expected
+    with pytest.raises(ValueError, match="needs tokenize=True and return_dict=True"):
+        processor.apply_chat_template(chats, return_assistant_tokens_mask=True)

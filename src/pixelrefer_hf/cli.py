@@ -1,5 +1,5 @@
 """The `pixelrefer` command: ask about regions of an image (`describe`), convert original checkpoints (`convert`),
-publish checkpoints on the Hub (`push`)."""
+publish checkpoints on the Hub (`push`), fine-tune (`train`)."""
 
 import argparse
 import logging
@@ -15,7 +15,15 @@ import numpy as np
 import torch
 from huggingface_hub.errors import HfHubHTTPError
 from PIL import Image, ImageOps
-from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin, set_seed
+from transformers import (
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    HfArgumentParser,
+    PreTrainedModel,
+    ProcessorMixin,
+    TrainingArguments,
+    set_seed,
+)
 from transformers.utils import logging as hf_logging
 
 from . import __version__, tiny_random
@@ -192,6 +200,9 @@ def load_model(name: str, seed: int, device: str) -> tuple[PreTrainedModel, Proc
             name,
         )
         model, processor = tiny_random.build_tiny_random(seed)
+    elif name == tiny_random.TINY_LITE_MODEL_NAME:
+        logger.warning("--model %s is a tiny PixelRefer-Lite with RANDOM weights: its words are meaningless.", name)
+        model, processor = tiny_random.build_tiny_random(seed, object_only=True)
     else:
         try:
             processor = AutoProcessor.from_pretrained(name)
@@ -290,6 +301,60 @@ def describe(args: argparse.Namespace) -> int:
         args.save_vis.parent.mkdir(parents=True, exist_ok=True)
         render_regions(Image.fromarray(frame), masks, crops).save(args.save_vis)
         print(f"\nSaved the visualization to {args.save_vis}")
+    return 0
+
+
+def train(args: argparse.Namespace) -> int:
+    """Fine-tunes a model on data in the original release's format (`pixelrefer train --help` lists the options:
+    PixelRefer's and every `TrainingArguments` flag)."""
+    from .training import PixelReferTrainArguments, check_data, configure_processor, finetune
+
+    parser = TrainArgumentParser((PixelReferTrainArguments, TrainingArguments), prog="pixelrefer train")
+    train_args, training_args = parser.parse_args_into_dataclasses(args=_merge_repeated(args.options, "--data"))
+    model, processor = load_model(train_args.model, training_args.seed, "cpu")
+    configure_processor(processor, train_args.max_pixels, train_args.max_frames)
+    try:
+        if train_args.check_data:
+            return _report_bad_samples(check_data(train_args.data, processor, train_args.media_root), train_args)
+        training_args.output_dir = train_args.output
+        finetune(model.train(), processor, train_args, training_args)
+    except ValueError as error:
+        print(file=sys.stderr)  # ends the progress bar's line, so that the error is a line of its own
+        raise CommandError(str(error)) from error
+    print(f"Saved the fine-tuned model and its processor to {train_args.output}")
+    return 0
+
+
+class TrainArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` with `pixelrefer`'s usage errors: one `error:` line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {_one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def _merge_repeated(options: list[str], flag: str) -> list[str]:
+    """`--data a --data b` -> `--data a b` (the dataclass field takes a list)."""
+    merged, values, current = [], [], None
+    for option in options:
+        if option.startswith("-"):
+            current = option if option == flag else None
+            if current is None:
+                merged.append(option)
+        elif current is not None:
+            values.append(option)
+        else:
+            merged.append(option)
+    return [flag, *values, *merged] if values else merged
+
+
+def _report_bad_samples(bad: list, train_args) -> int:
+    """Prints every bad sample `check_data` found; exit code 2 if there is one."""
+    for error in bad:
+        print(f"bad sample: {_one_line(error)}")
+    if bad:
+        print(f"error: {len(bad)} bad samples in {', '.join(train_args.data)}", file=sys.stderr)
+        return 2
+    print(f"All samples of {', '.join(train_args.data)} are valid.")
     return 0
 
 
@@ -413,6 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_describe(commands)
     _add_convert(commands)
     _add_push(commands)
+    commands.add_parser(
+        "train",
+        add_help=False,
+        help="fine-tune on data in the original release's format with the HF Trainer (`pixelrefer train --help`)",
+    ).set_defaults(handler=train)
     return parser
 
 
@@ -533,7 +603,10 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the `pixelrefer` command; returns its exit code (2 for a usage or input error)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, rest = parser.parse_known_args(argv)
+        if rest and args.command != "train":
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        args.options = rest
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
     handler = logging.StreamHandler(sys.stderr)
@@ -544,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     package_logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
         return args.handler(args)
+    except SystemExit as exit_:  # `pixelrefer train`'s own argument parser: --help, or a usage error
+        return exit_.code if isinstance(exit_.code, int) else 2
     except CommandError as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2

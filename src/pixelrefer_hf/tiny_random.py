@@ -16,6 +16,7 @@ from .segmentation import MaskletPropagator
 
 
 TINY_MODEL_NAME = "tiny-random"
+TINY_LITE_MODEL_NAME = "tiny-random-lite"
 
 # The only tokens the tiny model's LM head scores (each with a leading space, one token each in Qwen2.5).
 TINY_VOCABULARY = (
@@ -149,6 +150,7 @@ def build_tiny_sam2(seed: int = 0) -> MaskletPropagator:
 
 
 __all__ = [
+    "TINY_LITE_MODEL_NAME",
     "TINY_MODEL_NAME",
     "build_processor",
     "build_tiny_random",

@@ -1,6 +1,7 @@
 """PixelReferProcessor: chat template, images, `<region>` expansion into object-token placeholders."""
 
 import copy
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -10,6 +11,7 @@ import torch
 from transformers import BatchFeature, ProcessorMixin
 from transformers.processing_utils import ProcessingKwargs, TextKwargs, Unpack
 from transformers.utils import logging
+from transformers.utils.chat_template_utils import render_jinja_template
 
 from ..model_inputs import IMAGE_INPUT_NAMES, REGION_INPUT_NAMES, VIDEO_INPUT_NAMES
 from .object_crops import ObjectCrop, PixelReferRegionProcessor, SampleRegions
@@ -28,30 +30,39 @@ REGION_PLACEHOLDER = "<region>"
 REGION_TOKEN = "<REGION>"
 
 # The original release's template for images, text and regions; a region item renders as "<region>", which the
-# processor then expands into "[" + "<REGION>" * n + "]".
+# processor then expands into "[" + "<REGION>" * n + "]". Assistant turns (their content and the closing <|im_end|>,
+# what the original supervises) are `{% generation %}` blocks, for `return_assistant_tokens_mask=True`.
 CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\n' -}}"
-    "{%- if message['content'] is string -%}"
-    "{{- message['content'] -}}"
+    "{%- macro render(content) -%}"
+    "{%- if content is string -%}"
+    "{{- content -}}"
     "{%- else -%}"
-    "{%- for content in message['content'] -%}"
-    "{%- if content['type'] == 'image' -%}"
-    "{%- if 'time' in content -%}{{- 'Time ' + content['time'] | round(1) | string + 's: ' -}}{%- endif -%}"
+    "{%- for item in content -%}"
+    "{%- if item['type'] == 'image' -%}"
+    "{%- if 'time' in item -%}{{- 'Time ' + item['time'] | round(1) | string + 's: ' -}}{%- endif -%}"
     "{{- '<image>\n' -}}"
-    "{%- elif content['type'] == 'video' -%}"
+    "{%- elif item['type'] == 'video' -%}"
     "{{- '<video>\n' -}}"
-    "{%- elif content['type'] == 'region' -%}"
+    "{%- elif item['type'] == 'region' -%}"
     "{{- '<region>' -}}"
-    "{%- elif content['type'] == 'text' -%}"
-    "{{- content['text'] -}}"
+    "{%- elif item['type'] == 'text' -%}"
+    "{{- item['text'] -}}"
     "{%- endif -%}"
     "{%- endfor -%}"
     "{%- endif -%}"
-    "{{- '<|im_end|>\n' -}}"
+    "{%- endmacro -%}"
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\n' -}}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{%- generation -%}{{- render(message['content']) + '<|im_end|>' -}}{%- endgeneration -%}{{- '\n' -}}"
+    "{%- else -%}"
+    "{{- render(message['content']) + '<|im_end|>\n' -}}"
+    "{%- endif -%}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
 )
+# Private-use characters that mark the assistant spans of a prompt while `<image>` and `<region>` are expanded.
+SPAN_START, SPAN_END = "\ue000", "\ue001"
 
 REGION_KEYS = ("mask", "box", "rle", "polygon", "points")
 
@@ -71,6 +82,45 @@ class PixelReferProcessorKwargs(ProcessingKwargs, total=False):
 
 # Keywords of a processor call besides the tokenizer's text keywords.
 PROCESSOR_KEYWORDS = {"text_kwargs", "return_tensors", "common_kwargs"}
+
+
+def _with_span_marks(prompt: str, spans: list[tuple[int, int]]) -> str:
+    """`prompt` with `SPAN_START` / `SPAN_END` around each `(start, end)` character span."""
+    if SPAN_START in prompt or SPAN_END in prompt:
+        raise ValueError(
+            "The conversation contains the private-use characters U+E000/U+E001, which return_assistant_tokens_mask "
+            "uses as markers; remove them from the text."
+        )
+    pieces, position = [], 0
+    for start, end in spans:
+        pieces += [prompt[position:start], SPAN_START, prompt[start:end], SPAN_END]
+        position = end
+    return "".join(pieces) + prompt[position:]
+
+
+def _without_span_marks(prompt: str) -> tuple[str, list[tuple[int, int]]]:
+    """The inverse of `_with_span_marks` (after expansion): the clean prompt and its marked character spans."""
+    clean, spans, start = [], [], 0
+    for piece in re.split(f"([{SPAN_START}{SPAN_END}])", prompt):
+        if piece == SPAN_START:
+            start = sum(map(len, clean))
+        elif piece == SPAN_END:
+            spans.append((start, sum(map(len, clean))))
+        else:
+            clean.append(piece)
+    return "".join(clean), spans
+
+
+def _assistant_masks(
+    offsets: torch.LongTensor, attention_mask: torch.LongTensor, spans: Sequence[list[tuple[int, int]]]
+) -> torch.LongTensor:
+    """`(B, L)` 1 on the tokens whose first character `offsets[..., 0]` `(B, L, 2)` lies in a span of their sample."""
+    masks = torch.zeros_like(attention_mask)
+    for row, sample_spans in enumerate(spans):
+        for start, end in sample_spans:
+            inside = (offsets[row, :, 0] >= start) & (offsets[row, :, 0] < end)
+            masks[row] |= (inside & attention_mask[row].bool()).long()
+    return masks
 
 
 def _per_sample(value: Any, batch_size: int, name: str, one_each: bool = False) -> list[list]:
@@ -238,6 +288,19 @@ class PixelReferProcessor(ProcessorMixin):
             `region_mask_hw`, `region_boxes` (Lite: also `region_context_pixel_values`, `region_context_grid_thw`
             and `region_view_ids`).
         """
+        return self._encode(text, images, regions, videos, kwargs)
+
+    def _encode(
+        self,
+        text: Any,
+        images: Any,
+        regions: Any,
+        videos: Any,
+        kwargs: dict,
+        return_assistant_tokens_mask: bool = False,
+    ) -> BatchFeature:
+        """`__call__`; with `return_assistant_tokens_mask`, the texts carry `SPAN_START`/`SPAN_END` around their
+        assistant turns, and the output has `assistant_masks` `(batch_size, sequence_length)` (1 on those tokens)."""
         if text is None:
             raise ValueError("PixelReferProcessor needs `text` with one <region> per region.")
         texts = [text] if isinstance(text, str) else list(text)
@@ -254,9 +317,14 @@ class PixelReferProcessor(ProcessorMixin):
             for index, (text, images, regions, video) in enumerate(batch)
         ]
         prompts = [sample.prompt for sample in samples]
-        data = dict(self.tokenizer(prompts, return_tensors="pt", **text_kwargs))
+        if return_assistant_tokens_mask:
+            prompts, spans = zip(*(_without_span_marks(prompt) for prompt in prompts))
+            text_kwargs["return_offsets_mapping"] = True
+        data = dict(self.tokenizer(list(prompts), return_tensors="pt", **text_kwargs))
         if text_kwargs.get("truncation"):
             self._check_truncation(prompts, data["input_ids"], text_kwargs)
+        if return_assistant_tokens_mask:
+            data["assistant_masks"] = _assistant_masks(data.pop("offset_mapping"), data["attention_mask"], spans)
         for key in (*IMAGE_INPUT_NAMES, *VIDEO_INPUT_NAMES):
             values = [sample.media[key] for sample in samples if key in sample.media]
             if values:
@@ -420,6 +488,7 @@ class PixelReferProcessor(ProcessorMixin):
         continue_final_message: bool = False,
         tokenize: bool = False,
         return_dict: bool = False,
+        return_assistant_tokens_mask: bool = False,
         processor_kwargs: dict | None = None,
         **kwargs,
     ):
@@ -431,35 +500,40 @@ class PixelReferProcessor(ProcessorMixin):
         the sample has several images, `"frame"` or `"masklet"` for a video).
 
         `continue_final_message=True` leaves the last (assistant) message open for the model to continue.
+        `return_assistant_tokens_mask=True` (with `tokenize=True, return_dict=True`) adds `assistant_masks`
+        `(batch_size, sequence_length)`: 1 on the tokens of the template's `{% generation %}` blocks, i.e. the
+        assistant turns' content and closing `<|im_end|>` (what the original release supervises), 0 elsewhere.
         Processor keywords (`return_tensors`, `padding`, `truncation`, `max_length`, ...) go in `processor_kwargs`
         or directly; any other keyword is a variable of the chat template.
         """
+        if return_assistant_tokens_mask and not (tokenize and return_dict):
+            raise ValueError("return_assistant_tokens_mask=True needs tokenize=True and return_dict=True.")
         processor_kwargs = dict(processor_kwargs or {})
         for key in [key for key in kwargs if key in PROCESSOR_KEYWORDS or key in TextKwargs.__annotations__]:
             processor_kwargs[key] = kwargs.pop(key)
         conversations = [conversation] if isinstance(conversation[0], dict) else conversation
-        prompts, batch_images, batch_regions, batch_videos = [], [], [], []
-        for conv in conversations:
-            rendered, images, regions, videos = self._split_media(conv)
-            if len(videos) > 1:
-                raise ValueError("A conversation holds at most one video; split the others into their own samples.")
-            batch_videos.append(videos[0] if videos else None)
-            prompts.append(
-                self.tokenizer.apply_chat_template(
-                    rendered,
-                    chat_template=chat_template or self.chat_template,
-                    add_generation_prompt=add_generation_prompt,
-                    continue_final_message=continue_final_message,
-                    tokenize=False,
-                    **kwargs,
-                )
-            )
-            batch_images.append(images)
-            batch_regions.append(regions)
+        split = [self._split_media(conv) for conv in conversations]
+        prompts, generation_spans = render_jinja_template(
+            [rendered for rendered, _, _, _ in split],
+            chat_template=chat_template or self.chat_template,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
+            return_assistant_tokens_mask=return_assistant_tokens_mask,
+            **{**self.tokenizer.special_tokens_map, **kwargs},
+        )
         if not tokenize:
             return prompts[0] if isinstance(conversation[0], dict) else prompts
-        videos = batch_videos if any(v is not None for v in batch_videos) else None
-        out = self(text=prompts, images=batch_images, regions=batch_regions, videos=videos, **processor_kwargs)
+        if return_assistant_tokens_mask:
+            prompts = [_with_span_marks(prompt, spans) for prompt, spans in zip(prompts, generation_spans)]
+        videos = [videos[0] if videos else None for _, _, _, videos in split]
+        out = self._encode(
+            prompts,
+            [images for _, images, _, _ in split],
+            [regions for _, _, regions, _ in split],
+            videos if any(video is not None for video in videos) else None,
+            processor_kwargs,
+            return_assistant_tokens_mask=return_assistant_tokens_mask,
+        )
         return out if return_dict else out["input_ids"]
 
     @staticmethod
@@ -482,6 +556,10 @@ class PixelReferProcessor(ProcessorMixin):
                         source = next((item[k] for k in ("video", "path", "url") if k in item), None)
                         if source is None:
                             raise ValueError('A video item needs "video" (a path, frames or VideoClip) or "path".')
+                        if videos:
+                            raise ValueError(
+                                "A conversation holds at most one video; split the others into their own samples."
+                            )
                         videos.append(source)
                         content.append({"type": "video"})
                     elif kind == "region":
