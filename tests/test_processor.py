@@ -238,3 +238,17 @@ def test_assistant_tokens_mask_marks_what_the_original_supervises(processor, ima
         assert ids[mask.bool()].tolist() == expected
     with pytest.raises(ValueError, match="needs tokenize=True and return_dict=True"):
         processor.apply_chat_template(chats, return_assistant_tokens_mask=True)
+
+
+def test_a_saved_and_reloaded_processor_still_pads_left(tmp_path, image):
+    """The tokenizer's `padding_side` attribute is not saved; the processor pads left for generation anyway."""
+    from pixelrefer_hf.tiny_random import build_processor
+
+    build_processor().save_pretrained(tmp_path)
+    reloaded = AutoProcessor.from_pretrained(tmp_path)
+    inputs = reloaded(
+        text=["<image>\nWhat is <region>?", "Hi"], images=[[image], []], regions=[[{"box": [5, 5, 30, 30]}], []]
+    )
+    assert inputs["attention_mask"][1, 0] == 0 and inputs["attention_mask"][:, -1].all()
+    right = reloaded(text=["a b c d", "a"], padding_side="right")
+    assert right["attention_mask"][1, -1] == 0

@@ -166,7 +166,7 @@ def test_each_part_gets_its_learning_rate(tmp_path):
 
 
 def test_resume_gives_the_same_losses(tmp_path):
-    """Stopping after step 4 and resuming from its checkpoint logs the same losses at steps 5-8 (atol 1e-4)."""
+    """Stopping after step 3 and resuming from its checkpoint logs the same losses at steps 4-6 (atol 1e-4)."""
     processor = build_tiny_random()[1]
     data = toy_dataset(processor)
     collator = PixelReferDataCollator(processor.tokenizer.pad_token_id)
@@ -174,21 +174,21 @@ def test_resume_gives_the_same_losses(tmp_path):
     def run(output, max_steps, resume=None):
         trainer = PixelReferTrainer(
             model=build_tiny_random()[0],
-            args=training_args(output, max_steps=8, save_strategy="steps", save_steps=4),
+            args=training_args(output, max_steps=6, save_strategy="steps", save_steps=3),
             train_dataset=data,
             data_collator=collator,
         )
-        if max_steps < 8:
+        if max_steps < 6:
             trainer.add_callback(StopAfter(max_steps))
         trainer.train(resume_from_checkpoint=resume)
         return losses(trainer)
 
-    uninterrupted = run(tmp_path / "a", 8)
-    run(tmp_path / "b", 4)
-    resumed = run(tmp_path / "b", 8, resume=str(tmp_path / "b" / "run" / "checkpoint-4"))
-    # The resumed run's log starts with the checkpoint's own history of steps 1-4.
-    assert len(uninterrupted) == len(resumed) == 8
-    np.testing.assert_allclose(resumed[4:], uninterrupted[4:], rtol=0, atol=1e-4)
+    uninterrupted = run(tmp_path / "a", 6)
+    run(tmp_path / "b", 3)
+    resumed = run(tmp_path / "b", 6, resume=str(tmp_path / "b" / "run" / "checkpoint-3"))
+    # The resumed run's log starts with the checkpoint's own history of steps 1-3.
+    assert len(uninterrupted) == len(resumed) == 6
+    np.testing.assert_allclose(resumed[3:], uninterrupted[3:], rtol=0, atol=1e-4)
 
 
 class StopAfter(TrainerCallback):

@@ -37,8 +37,8 @@ def logged_losses(output: Path) -> list[float]:
 @pytest.fixture(scope="module", params=["tiny-random", "tiny-random-lite"])
 def finetuned(request, tmp_path_factory):
     output = tmp_path_factory.mktemp("finetuned")
-    # Every part at 1e-2 (stage2's 1e-5 x 1000): random weights need large steps to show learning in 24 steps.
-    options = ["--model", request.param, "--recipe", "stage2", "--lr_scale", "1000", "--max_steps", "24"]
+    # Every part at 1e-2 (stage2's 1e-5 x 1000): random weights need large steps to show learning in 16 steps.
+    options = ["--model", request.param, "--recipe", "stage2", "--lr_scale", "1000", "--max_steps", "16"]
     options += ["--per_device_train_batch_size", "2", "--logging_steps", "1", "--save_strategy", "no"]
     assert main(train_options(output, *options)) == 0
     return request.param, output
@@ -47,8 +47,8 @@ def finetuned(request, tmp_path_factory):
 def test_finetuning_on_the_original_format_lowers_the_loss(finetuned):
     _, output = finetuned
     losses = logged_losses(output)
-    assert len(losses) == 24
-    assert np.mean(losses[-6:]) < np.mean(losses[:6]) - 1.0, losses
+    assert len(losses) == 16
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 1.0, losses
 
 
 def test_finetuned_model_reloads_with_the_auto_classes(finetuned):

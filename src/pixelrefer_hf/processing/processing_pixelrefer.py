@@ -276,8 +276,8 @@ class PixelReferProcessor(ProcessorMixin):
                 frames of the source video.
             videos: one video per sample (or None for samples without): a path, file object, frame folder,
                 `(T, H, W, 3)` uint8 frames or a [`VideoClip`]; sampled at `video_fps` frames per second.
-            kwargs: the tokenizer's text keywords (`padding` (default `True`), `padding_side` (default the
-                tokenizer's, left for generation), `truncation`, `max_length`, `pad_to_multiple_of`, ...), directly
+            kwargs: the tokenizer's text keywords (`padding` (default `True`), `padding_side` (default `"left"`,
+                what batched generation needs), `truncation`, `max_length`, `pad_to_multiple_of`, ...), directly
                 or as `text_kwargs={...}`, and `return_tensors` (default `"pt"`). Truncation may cut text but never a
                 media or `<REGION>` placeholder: a prompt that would lose one raises a `ValueError` naming the sample
                 and the length it needs. An unknown keyword raises a `TypeError`.
@@ -343,6 +343,11 @@ class PixelReferProcessor(ProcessorMixin):
         tokenizer_defaults = self.tokenizer.init_kwargs
         text_kwargs = self._merge_kwargs(PixelReferProcessorKwargs, tokenizer_defaults, **kwargs)["text_kwargs"]
         text_kwargs["return_tensors"] = kwargs.get("return_tensors", text_kwargs.get("return_tensors", "pt"))
+        # Left padding (what batched generation needs) unless the caller asks otherwise: a saved tokenizer does not
+        # keep its `padding_side` attribute, so it cannot be left to the tokenizer.
+        text_kwargs["padding_side"] = kwargs.get(
+            "padding_side", kwargs.get("text_kwargs", {}).get("padding_side", "left")
+        )
         return text_kwargs
 
     def _check_truncation(self, prompts: list[str], input_ids: torch.Tensor, text_kwargs: dict) -> None:
