@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install.sh
+source scripts/install_eval.sh
 python -m pytest -q tests "$@"

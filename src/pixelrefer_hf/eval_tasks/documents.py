@@ -1,0 +1,141 @@
+"""What the region tasks hand the `pixelrefer` lmms-eval model, and how they read the benchmarks' published files.
+
+A task's `doc_to_visual(doc)` returns `[RegionQuery(...)]`: the image or video of the document and its regions in
+the order of the `<region>` placeholders of `doc_to_text(doc)`, in the processor's region forms (`{"rle": ...}`,
+`{"polygon": ...}`, `{"box": ...}`, `{"mask": ...}`; on a video with `"frame"` or as a `"masklet"`). A document that
+cannot be read (missing media, a mask of another size than its image, a bad RLE, a frame not in the video, a
+`<region>` count other than its objects) raises `InvalidDocument` there or in the processor; the model then answers
+`INVALID_PREDICTION` for it and logs why, and the task counts it in `invalid_docs` instead of scoring it.
+
+Published files are read as they are (`read_published`), from the folder `PIXELREFER_EVAL_DATA` names; each document
+becomes one row whose raw element is kept as JSON text (`"document"`), since `datasets` cannot hold the benchmarks'
+frame-keyed or mixed RLE/polygon annotations as columns.
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+DATA_ENV = "PIXELREFER_EVAL_DATA"
+INVALID_PREDICTION = "[pixelrefer: invalid document]"
+# The variant being evaluated, set by the `pixelrefer` model when lmms-eval builds it (before the tasks): some
+# benchmarks give Lite other files ("-allframe") and other prompts, as the original does.
+_EVALUATED = {"object_only": False}
+
+
+def set_object_only(object_only: bool) -> None:
+    _EVALUATED["object_only"] = bool(object_only)
+
+
+def object_only() -> bool:
+    """Whether PixelRefer-Lite is being evaluated (its files and prompts where the benchmark has them)."""
+    return _EVALUATED["object_only"]
+
+
+class InvalidDocument(ValueError):
+    """A benchmark document the model cannot be asked about (the message says which and why)."""
+
+
+@dataclass
+class RegionQuery:
+    """The media and regions of one benchmark document.
+
+    image: path of the image; video: path of the video file or frame folder (exactly one of them).
+    regions: one region per `<region>` of the prompt, in order, in the processor's forms.
+    doc_id: the document's id, for messages.
+    image_size: the `(height, width)` the document states for its image, checked against the image itself.
+    """
+
+    image: str | None = None
+    video: str | None = None
+    regions: list[dict] = field(default_factory=list)
+    doc_id: Any = None
+    image_size: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        if (self.image is None) == (self.video is None):
+            raise InvalidDocument(f"document {self.doc_id}: give exactly one of image and video")
+        path = Path(self.image or self.video)
+        if not path.exists():
+            raise InvalidDocument(f"document {self.doc_id}: media file {path} does not exist")
+
+
+def data_root() -> Path:
+    """The folder of the benchmarks' published files (`PIXELREFER_EVAL_DATA`)."""
+    root = os.environ.get(DATA_ENV)
+    if not root:
+        raise FileNotFoundError(
+            f"Set {DATA_ENV} to the folder holding the benchmarks' published files (see the README's Evaluation "
+            "section for its layout)."
+        )
+    return Path(root)
+
+
+def published_file(relative: str, source: str) -> Path:
+    """`PIXELREFER_EVAL_DATA/relative`, or a `FileNotFoundError` naming it and where to get it (`source`)."""
+    path = data_root() / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; download it from {source} into {data_root()}/{relative}")
+    return path
+
+
+def read_published(relative: str, source: str) -> Any:
+    """The JSON (or JSON Lines) content of a published file."""
+    path = published_file(relative, source)
+    text = path.read_text()
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return json.loads(text)
+
+
+def documents_dataset(rows: list[dict]):
+    """`datasets.Dataset` of rows whose `"document"` is the raw element as JSON text (other fields flat)."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{**row, "document": json.dumps(row["document"])} for row in rows])
+
+
+def raw(doc: dict) -> Any:
+    """The raw published element of a row made by `documents_dataset`."""
+    return json.loads(doc["document"])
+
+
+def coco_region(annotation: Any, height: int | None, width: int | None, doc_id: Any) -> dict:
+    """A COCO mask annotation as the original's `annToMask` reads it -> a processor region form.
+
+    Polygons (a list of `[x, y, ...]` parts) and uncompressed RLE need the document's `height`/`width`; compressed RLE
+    carries its size.
+    """
+    if isinstance(annotation, list):
+        if height is None or width is None:
+            raise InvalidDocument(f"document {doc_id}: a polygon needs the document's height and width")
+        return {"polygon": annotation}
+    if isinstance(annotation, dict) and "counts" in annotation:
+        if isinstance(annotation["counts"], list) and (height is None or width is None):
+            raise InvalidDocument(f"document {doc_id}: an uncompressed RLE needs the document's height and width")
+        return {"rle": annotation}
+    raise InvalidDocument(f"document {doc_id}: mask annotation {str(annotation)[:60]!r} is neither RLE nor polygon")
+
+
+def is_invalid(prediction: str) -> bool:
+    return prediction == INVALID_PREDICTION
+
+
+__all__ = [
+    "DATA_ENV",
+    "INVALID_PREDICTION",
+    "InvalidDocument",
+    "RegionQuery",
+    "coco_region",
+    "data_root",
+    "documents_dataset",
+    "is_invalid",
+    "object_only",
+    "published_file",
+    "raw",
+    "read_published",
+    "set_object_only",
+]

@@ -1,0 +1,102 @@
+"""Ref-L4 short region captions (`ref-l4-val.json`, JSON Lines, and `refl4_gt.json` of
+CircleRadon/referring_evaluation, under `PIXELREFER_EVAL_DATA/refl4/`; images under `refl4/images/`).
+
+As the original (`infer_refl4.py`, `refl4/gpt.py`, `captioning/`): only lines whose `file_name` contains
+`objects365` are evaluated, the region is the box mask of `bbox` `[x, y, w, h]` (cast to int), the prompt is the
+short one, and the COCO caption metrics are computed against the condensed references of `refl4_gt.json`, whose
+image id `str(i)` is the i-th evaluated line. PixelRefer and Lite read the same file with the same prompt.
+Differs from the original: predictions of more than 5 words are NOT condensed by GPT-4 first (`gpt.py`; no judge
+here), so long answers score lower than the original's; the i-th line <-> id `str(i)` pairing is made explicit (the
+original's depends on the glob order of its chunk files); a box outside the image, a missing image or a size other
+than the document's is counted in `invalid_docs`; SPICE is not reported.
+"""
+
+import json
+
+from pixelrefer_hf.eval_tasks import captioning
+from pixelrefer_hf.eval_tasks.documents import (
+    InvalidDocument,
+    RegionQuery,
+    data_root,
+    documents_dataset,
+    published_file,
+    raw,
+    read_published,
+)
+from pixelrefer_hf.eval_tasks.scoring import count_invalid
+
+
+SOURCE = "https://huggingface.co/datasets/CircleRadon/referring_evaluation (Ref-L4 images: JierunChen/Ref-L4)"
+FILE = "refl4/ref-l4-val.json"
+GT_FILE = "refl4/refl4_gt.json"
+PROMPT = "Please describe <region> in brief."
+
+
+def references(ground_truth: dict) -> dict[str, list[str]]:
+    """The condensed reference captions of `refl4_gt.json` per image id."""
+    captions = {str(image["id"]): [] for image in ground_truth["images"]}
+    for annotation in ground_truth["annotations"]:
+        captions.setdefault(str(annotation["image_id"]), []).append(annotation["caption"])
+    return captions
+
+
+def read_lines() -> list[dict]:
+    """The lines of `ref-l4-val.json` (JSON Lines despite its name) the original evaluates."""
+    text = published_file(FILE, SOURCE).read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [line for line in lines if "objects365" in line["file_name"]]
+
+
+def process_docs(dataset):
+    """The evaluated lines (the stub the YAML loads is replaced), one row each, with their references."""
+    lines, captions = read_lines(), references(read_published(GT_FILE, SOURCE))
+    if len(captions) != len(lines):
+        raise ValueError(f"{GT_FILE} has {len(captions)} images but {FILE} has {len(lines)} objects365 lines")
+    rows = [
+        {"doc_id": str(i), "answer": line["caption"], "references": captions[str(i)], "document": line}
+        for i, line in enumerate(lines)
+    ]
+    return documents_dataset(rows)
+
+
+def box_region(box: list, height: int, width: int, doc_id: str) -> dict:
+    """A `[x, y, w, h]` box as the original draws it (`int`, `mask[y:y+h, x:x+w] = 1`) -> `{"box": [x0, y0, x1,
+    y1]}`."""
+    try:
+        x, y, w, h = (int(value) for value in box)
+    except (TypeError, ValueError) as error:
+        raise InvalidDocument(f"document {doc_id}: bbox {box!r:.60} is not [x, y, w, h]") from error
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+    if x1 <= x0 or y1 <= y0:
+        raise InvalidDocument(f"document {doc_id}: bbox {box} covers no pixel of the {height}x{width} image")
+    return {"box": [x0, y0, x1, y1]}
+
+
+def doc_to_text(doc, lmms_eval_specific_kwargs=None):
+    return PROMPT
+
+
+def doc_to_visual(doc):
+    line = raw(doc)
+    height, width = int(line["height"]), int(line["width"])
+    region = box_region(line["bbox"], height, width, doc["doc_id"])
+    image = data_root() / "refl4" / "images" / line["file_name"]
+    return [RegionQuery(image=str(image), regions=[region], doc_id=doc["doc_id"], image_size=(height, width))]
+
+
+def process_results(doc, results):
+    prediction = results[0]
+    return captioning.caption_results(doc["doc_id"], doc["references"], prediction)
+
+
+aggregate_bleu_1 = captioning.aggregate_bleu_1
+aggregate_bleu_2 = captioning.aggregate_bleu_2
+aggregate_bleu_3 = captioning.aggregate_bleu_3
+aggregate_bleu_4 = captioning.aggregate_bleu_4
+aggregate_meteor = captioning.aggregate_meteor
+aggregate_rouge_l = captioning.aggregate_rouge_l
+aggregate_cider = captioning.aggregate_cider
+
+
+def aggregate_invalid(counts):
+    return count_invalid(counts)

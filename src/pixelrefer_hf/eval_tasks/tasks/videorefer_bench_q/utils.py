@@ -1,0 +1,93 @@
+"""VideoRefer-Bench-Q (multiple choice on objects in videos): `VideoRefer-Bench-Q.json` (Lite:
+`VideoRefer-Bench-Q-allframe.json`) and the DAVIS / MeViS frame folders it names, under
+`PIXELREFER_EVAL_DATA/videorefer_bench_q/`.
+
+The prompt and the answer parsing are the original's (`infer_videorefer_q.py`, `eval_videorefer_q_bench.py`).
+Differs from the original: a document whose masks cannot be read is counted in `invalid_docs` instead of being
+answered "A" (the original's fallback) or replaced by a random other document.
+"""
+
+import re
+
+from pixelrefer_hf.eval_tasks.documents import (
+    InvalidDocument,
+    RegionQuery,
+    data_root,
+    documents_dataset,
+    object_only,
+    raw,
+    read_published,
+)
+from pixelrefer_hf.eval_tasks.scoring import count_invalid, mean_by, scored
+
+
+SOURCE = "https://huggingface.co/datasets/DAMO-NLP-SG/VideoRefer-Bench (Lite: CircleRadon/referring_evaluation)"
+FILES = {
+    False: "videorefer_bench_q/VideoRefer-Bench-Q.json",
+    True: "videorefer_bench_q/VideoRefer-Bench-Q-allframe.json",
+}
+PROMPT_SUFFIX = ". Answer with the option's letter from the given choices directly."
+
+
+def process_docs(dataset):
+    """The published questions (the stub the YAML loads is replaced), one row per question."""
+    elements = read_published(FILES[object_only()], SOURCE)
+    rows = [
+        {"doc_id": str(e.get("id", i)), "type": e.get("type", ""), "answer": e.get("Answer", ""), "document": e}
+        for i, e in enumerate(elements)
+    ]
+    return documents_dataset(rows)
+
+
+def doc_to_text(doc, lmms_eval_specific_kwargs=None):
+    element = raw(doc)
+    return element["Question"] + " " + " ".join(element["options"]) + PROMPT_SUFFIX
+
+
+def doc_to_visual(doc):
+    element = raw(doc)
+    video = data_root() / "videorefer_bench_q" / "videos" / element["video"]
+    key_frame = int(element["frame_idx"])
+    regions = [_region(obj, key_frame, doc["doc_id"], index) for index, obj in enumerate(element["annotation"])]
+    return [RegionQuery(video=str(video), regions=regions, doc_id=doc["doc_id"])]
+
+
+def _region(annotation: dict, key_frame: int, doc_id: str, index: int) -> dict:
+    """One object's masklet `{frame: RLE}` (the full model reads the key frame, Lite all of them)."""
+    try:
+        masklet = {int(frame): {"rle": entry["segmentation"]} for frame, entry in annotation.items() if entry}
+    except (TypeError, ValueError, KeyError) as error:
+        raise InvalidDocument(f"document {doc_id}, object {index}: unreadable annotation ({error})") from error
+    masklet = {frame: form for frame, form in masklet.items() if form["rle"] is not None}
+    if not masklet:
+        raise InvalidDocument(f"document {doc_id}, object {index}: no mask")
+    if object_only():
+        return {"masklet": masklet}
+    if key_frame not in masklet:
+        raise InvalidDocument(f"document {doc_id}, object {index}: no mask on frame_idx {key_frame}")
+    return {"frame": key_frame, **masklet[key_frame]}
+
+
+def answer_letter(text: str) -> str | None:
+    """The option letter of a reply, as the original parses it: `(X)`, else `X)`, else the first character."""
+    for pattern in (r"\(([A-Z])\)", r"([A-Z])\)"):
+        match = re.search(pattern, text)
+        if match:
+            return match.group(1)
+    stripped = text.replace(".", "").strip()
+    return stripped[0].upper() if stripped else None
+
+
+def process_results(doc, results):
+    prediction = results[0]
+    correct = answer_letter(prediction) == answer_letter(doc["answer"])
+    return scored({"type": doc["type"], "doc_id": doc["doc_id"]}, prediction, accuracy=float(correct))
+
+
+def aggregate_accuracy(items):
+    """Accuracy per question type and overall (micro over all questions)."""
+    return mean_by(items, "type")
+
+
+def aggregate_invalid(counts):
+    return count_invalid(counts)
