@@ -120,6 +120,24 @@ def coco_region(annotation: Any, height: int | None, width: int | None, doc_id: 
     raise InvalidDocument(f"document {doc_id}: mask annotation {str(annotation)[:60]!r} is neither RLE nor polygon")
 
 
+def box_region(box: list, height: int, width: int, doc_id: str) -> dict:
+    """A `[x, y, w, h]` box as the original's `mask[y:y+h, x:x+w] = 1` draws it -> `{"box": [x0, y0, x1, y1]}`."""
+    try:
+        x, y, w, h = (int(value) for value in box)
+    except (TypeError, ValueError) as error:
+        raise InvalidDocument(f"document {doc_id}: box {box!r:.60} is not [x, y, w, h]") from error
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+    if x1 <= x0 or y1 <= y0:
+        raise InvalidDocument(f"document {doc_id}: box {box} covers no pixel of the {height}x{width} image")
+    return {"box": [x0, y0, x1, y1]}
+
+
+def coco_image(file_name: str) -> str:
+    """`coco/train2017/<name>` if it exists, else `coco/val2017/<name>` (the original's lookup)."""
+    train = data_root() / "coco" / "train2017" / file_name
+    return str(train if train.exists() else data_root() / "coco" / "val2017" / file_name)
+
+
 def is_invalid(prediction: str) -> bool:
     return prediction == INVALID_PREDICTION
 
@@ -129,6 +147,8 @@ __all__ = [
     "INVALID_PREDICTION",
     "InvalidDocument",
     "RegionQuery",
+    "box_region",
+    "coco_image",
     "coco_region",
     "data_root",
     "documents_dataset",

@@ -11,23 +11,15 @@ original's depends on the glob order of its chunk files); a box outside the imag
 than the document's is counted in `invalid_docs`; SPICE is not reported.
 """
 
-import json
-
 from pixelrefer_hf.eval_tasks import captioning
 from pixelrefer_hf.eval_tasks.documents import (
-    InvalidDocument,
-    RegionQuery,
-    data_root,
     documents_dataset,
-    published_file,
-    raw,
     read_published,
 )
+from pixelrefer_hf.eval_tasks.refl4 import FILE, SOURCE, read_lines, refl4_query
 from pixelrefer_hf.eval_tasks.scoring import count_invalid
 
 
-SOURCE = "https://huggingface.co/datasets/CircleRadon/referring_evaluation (Ref-L4 images: JierunChen/Ref-L4)"
-FILE = "refl4/ref-l4-val.json"
 GT_FILE = "refl4/refl4_gt.json"
 PROMPT = "Please describe <region> in brief."
 
@@ -38,13 +30,6 @@ def references(ground_truth: dict) -> dict[str, list[str]]:
     for annotation in ground_truth["annotations"]:
         captions.setdefault(str(annotation["image_id"]), []).append(annotation["caption"])
     return captions
-
-
-def read_lines() -> list[dict]:
-    """The lines of `ref-l4-val.json` (JSON Lines despite its name) the original evaluates."""
-    text = published_file(FILE, SOURCE).read_text()
-    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
-    return [line for line in lines if "objects365" in line["file_name"]]
 
 
 def process_docs(dataset):
@@ -59,29 +44,11 @@ def process_docs(dataset):
     return documents_dataset(rows)
 
 
-def box_region(box: list, height: int, width: int, doc_id: str) -> dict:
-    """A `[x, y, w, h]` box as the original draws it (`int`, `mask[y:y+h, x:x+w] = 1`) -> `{"box": [x0, y0, x1,
-    y1]}`."""
-    try:
-        x, y, w, h = (int(value) for value in box)
-    except (TypeError, ValueError) as error:
-        raise InvalidDocument(f"document {doc_id}: bbox {box!r:.60} is not [x, y, w, h]") from error
-    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
-    if x1 <= x0 or y1 <= y0:
-        raise InvalidDocument(f"document {doc_id}: bbox {box} covers no pixel of the {height}x{width} image")
-    return {"box": [x0, y0, x1, y1]}
-
-
 def doc_to_text(doc, lmms_eval_specific_kwargs=None):
     return PROMPT
 
 
-def doc_to_visual(doc):
-    line = raw(doc)
-    height, width = int(line["height"]), int(line["width"])
-    region = box_region(line["bbox"], height, width, doc["doc_id"])
-    image = data_root() / "refl4" / "images" / line["file_name"]
-    return [RegionQuery(image=str(image), regions=[region], doc_id=doc["doc_id"], image_size=(height, width))]
+doc_to_visual = refl4_query
 
 
 def process_results(doc, results):

@@ -19,20 +19,14 @@ import json
 import re
 
 from pixelrefer_hf.eval_tasks.documents import (
-    InvalidDocument,
-    RegionQuery,
-    data_root,
     documents_dataset,
     is_invalid,
-    published_file,
-    raw,
 )
 from pixelrefer_hf.eval_tasks.judge import active_judge, judged, mean_of
+from pixelrefer_hf.eval_tasks.refl4 import read_lines, refl4_query
 from pixelrefer_hf.eval_tasks.scoring import count_invalid
 
 
-SOURCE = "https://huggingface.co/datasets/CircleRadon/referring_evaluation (Ref-L4 images: JierunChen/Ref-L4)"
-FILE = "refl4/ref-l4-val.json"
 PROMPT = "Please describe <region> in detail."
 CLAIR_PROMPT = (
     "You are trying to tell if a candidate set of captions is describing the same image as a reference set of "
@@ -45,36 +39,15 @@ CLAIR_TRIES = 5
 
 def process_docs(dataset):
     """The evaluated lines (the stub the YAML loads is replaced), one row each."""
-    text = published_file(FILE, SOURCE).read_text()
-    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
-    lines = [line for line in lines if "objects365" in line["file_name"]]
-    rows = [{"doc_id": str(i), "reference": line["caption"], "document": line} for i, line in enumerate(lines)]
+    rows = [{"doc_id": str(i), "reference": line["caption"], "document": line} for i, line in enumerate(read_lines())]
     return documents_dataset(rows)
-
-
-def box_region(box: list, height: int, width: int, doc_id: str) -> dict:
-    """A `[x, y, w, h]` box as the original draws it (`int`, `mask[y:y+h, x:x+w] = 1`) -> `{"box": [x0, y0, x1,
-    y1]}`."""
-    try:
-        x, y, w, h = (int(value) for value in box)
-    except (TypeError, ValueError) as error:
-        raise InvalidDocument(f"document {doc_id}: bbox {box!r:.60} is not [x, y, w, h]") from error
-    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
-    if x1 <= x0 or y1 <= y0:
-        raise InvalidDocument(f"document {doc_id}: bbox {box} covers no pixel of the {height}x{width} image")
-    return {"box": [x0, y0, x1, y1]}
 
 
 def doc_to_text(doc, lmms_eval_specific_kwargs=None):
     return PROMPT
 
 
-def doc_to_visual(doc):
-    line = raw(doc)
-    height, width = int(line["height"]), int(line["width"])
-    region = box_region(line["bbox"], height, width, doc["doc_id"])
-    image = data_root() / "refl4" / "images" / line["file_name"]
-    return [RegionQuery(image=str(image), regions=[region], doc_id=doc["doc_id"], image_size=(height, width))]
+doc_to_visual = refl4_query
 
 
 def clair_prompt(candidates: list[str], references: list[str]) -> str:

@@ -11,8 +11,8 @@ counted in `invalid_docs` (the original would stop or crash on an empty mask); S
 
 from pixelrefer_hf.eval_tasks import captioning
 from pixelrefer_hf.eval_tasks.documents import (
-    InvalidDocument,
     RegionQuery,
+    box_region,
     data_root,
     documents_dataset,
     raw,
@@ -24,18 +24,6 @@ from pixelrefer_hf.eval_tasks.scoring import count_invalid
 SOURCE = "https://huggingface.co/datasets/CircleRadon/referring_evaluation (vg_val_5000.json; images: Visual Genome)"
 FILE = "vg/vg_val_5000.json"
 PROMPT = "Please describe <region> briefly."
-
-
-def box_region(box: list, height: int, width: int, doc_id: str) -> dict:
-    """A `[x, y, w, h]` box as the original's `mask[y:y+h, x:x+w] = 1` draws it -> `{"box": [x0, y0, x1, y1]}`."""
-    try:
-        x, y, w, h = (int(value) for value in box)
-    except (TypeError, ValueError) as error:
-        raise InvalidDocument(f"document {doc_id}: box {box!r:.60} is not [x, y, w, h]") from error
-    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
-    if x1 <= x0 or y1 <= y0:
-        raise InvalidDocument(f"document {doc_id}: box {box} covers no pixel of the {height}x{width} image")
-    return {"box": [x0, y0, x1, y1]}
 
 
 def process_docs(dataset):
