@@ -138,6 +138,29 @@ def coco_image(file_name: str) -> str:
     return str(train if train.exists() else data_root() / "coco" / "val2017" / file_name)
 
 
+def videorefer_query(element: dict, videos: Path, doc_id: Any) -> list[RegionQuery]:
+    """A VideoRefer-Bench (-Q or -D) element -> its video and one masklet `{frame: RLE}` per object of its
+    `annotation` (the full model reads the object on `frame_idx`, Lite on every annotated frame)."""
+    key_frame = int(element["frame_idx"])
+    regions = [_videorefer_region(obj, key_frame, doc_id, i) for i, obj in enumerate(element["annotation"])]
+    return [RegionQuery(video=str(videos / element["video"]), regions=regions, doc_id=doc_id)]
+
+
+def _videorefer_region(annotation: dict, key_frame: int, doc_id: Any, index: int) -> dict:
+    try:
+        masklet = {int(frame): {"rle": entry["segmentation"]} for frame, entry in annotation.items() if entry}
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise InvalidDocument(f"document {doc_id}, object {index}: unreadable annotation ({error})") from error
+    masklet = {frame: form for frame, form in masklet.items() if form["rle"] is not None}
+    if not masklet:
+        raise InvalidDocument(f"document {doc_id}, object {index}: no mask")
+    if object_only():
+        return {"masklet": masklet}
+    if key_frame not in masklet:
+        raise InvalidDocument(f"document {doc_id}, object {index}: no mask on frame_idx {key_frame}")
+    return {"frame": key_frame, **masklet[key_frame]}
+
+
 def is_invalid(prediction: str) -> bool:
     return prediction == INVALID_PREDICTION
 
@@ -158,4 +181,5 @@ __all__ = [
     "raw",
     "read_published",
     "set_object_only",
+    "videorefer_query",
 ]

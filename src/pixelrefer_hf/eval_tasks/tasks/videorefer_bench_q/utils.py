@@ -10,13 +10,12 @@ answered "A" (the original's fallback) or replaced by a random other document.
 import re
 
 from pixelrefer_hf.eval_tasks.documents import (
-    InvalidDocument,
-    RegionQuery,
     data_root,
     documents_dataset,
     object_only,
     raw,
     read_published,
+    videorefer_query,
 )
 from pixelrefer_hf.eval_tasks.scoring import count_invalid, mean_by, scored
 
@@ -45,27 +44,7 @@ def doc_to_text(doc, lmms_eval_specific_kwargs=None):
 
 
 def doc_to_visual(doc):
-    element = raw(doc)
-    video = data_root() / "videorefer_bench_q" / "videos" / element["video"]
-    key_frame = int(element["frame_idx"])
-    regions = [_region(obj, key_frame, doc["doc_id"], index) for index, obj in enumerate(element["annotation"])]
-    return [RegionQuery(video=str(video), regions=regions, doc_id=doc["doc_id"])]
-
-
-def _region(annotation: dict, key_frame: int, doc_id: str, index: int) -> dict:
-    """One object's masklet `{frame: RLE}` (the full model reads the key frame, Lite all of them)."""
-    try:
-        masklet = {int(frame): {"rle": entry["segmentation"]} for frame, entry in annotation.items() if entry}
-    except (TypeError, ValueError, KeyError) as error:
-        raise InvalidDocument(f"document {doc_id}, object {index}: unreadable annotation ({error})") from error
-    masklet = {frame: form for frame, form in masklet.items() if form["rle"] is not None}
-    if not masklet:
-        raise InvalidDocument(f"document {doc_id}, object {index}: no mask")
-    if object_only():
-        return {"masklet": masklet}
-    if key_frame not in masklet:
-        raise InvalidDocument(f"document {doc_id}, object {index}: no mask on frame_idx {key_frame}")
-    return {"frame": key_frame, **masklet[key_frame]}
+    return videorefer_query(raw(doc), data_root() / "videorefer_bench_q" / "videos", doc["doc_id"])
 
 
 def answer_letter(text: str) -> str | None:
