@@ -50,11 +50,14 @@ def test_unknown_weight_fails_naming_it(original_copy, tmp_path):
         convert_checkpoint(original_copy, tmp_path / "out", progress=False)
 
 
-def test_missing_weight_is_reported(original_copy, tmp_path, caplog):
+def test_missing_weight_fails_naming_it_unless_allowed(original_copy, tmp_path, caplog):
     weights = load_file(original_copy / "model.safetensors")
     del weights["model.region_encoder.pos_linear.bias"]
     save_file(weights, original_copy / "model.safetensors")
-    report = convert_checkpoint(original_copy, tmp_path / "out", progress=False)
+    with pytest.raises(ValueError, match=r"1 weights .* missing .*box_position_embedding\.bias.*allow_missing=True"):
+        convert_checkpoint(original_copy, tmp_path / "refused", progress=False)
+    assert not (tmp_path / "refused").exists()
+    report = convert_checkpoint(original_copy, tmp_path / "out", progress=False, allow_missing=True)
     assert report.missing_keys == ["model.object_tokenizer.box_position_embedding.bias"]
     assert "box_position_embedding.bias" in caplog.text
 

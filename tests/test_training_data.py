@@ -245,12 +245,11 @@ def test_media_outside_the_root_only_when_allowed():
         "image": IMAGE_PATH,
         "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}],
     }
-    with pytest.raises(BadSampleError, match="is absolute"):
-        messages_of(sample)
-    assert messages_of(sample, allow_outside_media_root=True)[0]["content"][0] == {
-        "type": "image",
-        "image": IMAGE_PATH,
-    }
+    with pytest.raises(BadSampleError, match="is absolute; it lies outside the media root"):
+        sample_to_messages(sample, FIXTURES, object_only=False)
+    allowed = sample_to_messages(sample, FIXTURES, object_only=False, allow_outside_media_root=True)
+    assert allowed[0]["content"][0] == {"type": "image", "image": IMAGE_PATH}
+    assert messages_of(sample)[0]["content"][0] == {"type": "image", "image": IMAGE_PATH}  # absolute, inside the root
 
 
 @pytest.mark.parametrize(

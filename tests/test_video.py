@@ -182,7 +182,7 @@ def test_bad_video_regions(model_and_processor, small_clip, tmp_path):
         run([{"box": [10, 10, 50, 50]}])
     with pytest.raises(ValueError, match=r"sample 0: regions are drawn on frames \[7\].*not decoded"):
         run([{"frame": 7, "box": [10, 10, 50, 50]}])
-    with pytest.raises(ValueError, match=r"sample 0: .*frames \[400\] are outside the video"):
+    with pytest.raises(ValueError, match=r"sample 0, region 0: video '.*': frames \[400\] are outside the video"):
         run([{"masklet": {400: {"box": [10, 10, 50, 50]}}}], video=CLIP)
     with pytest.raises(ValueError, match=r"sample 0, region 0: a masklet is a non-empty dict"):
         run([{"masklet": {}}])

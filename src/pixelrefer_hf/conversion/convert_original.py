@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import snapshot_download
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, GenerationConfig
 from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
@@ -72,7 +72,12 @@ def map_key(key: str) -> str | None:
 
 
 def load_original_state_dict(src: Path, progress: bool = True) -> dict[str, torch.Tensor]:
-    """Reads all weight shards of an original folder: safetensors, or legacy `.bin` with `weights_only=True`."""
+    """Reads all weight shards of an original folder: safetensors when there are any (the `.bin` shards are then
+    ignored), else legacy `.bin` with `weights_only=True`, which never unpickles anything but tensors.
+
+    Raises a `ValueError` naming the shard for a corrupt or unsafe shard, a `.bin` that is not a state dict, and a
+    tensor that two shards both hold.
+    """
     shards = sorted(src.glob("*.safetensors"))
     if not shards:
         shards = sorted(p for p in src.glob("*.bin") if p.name != "training_args.bin")
@@ -80,21 +85,44 @@ def load_original_state_dict(src: Path, progress: bool = True) -> dict[str, torc
         raise FileNotFoundError(
             f"No *.safetensors or *.bin weights in {src}; pass an original PixelRefer release folder."
         )
-    state_dict = {}
+    state_dict, origin = {}, {}
     for shard in tqdm(shards, desc="Reading shards", unit="shard", disable=not progress or len(shards) < 2):
-        if shard.suffix == ".safetensors":
-            with safe_open(shard, framework="pt") as f:
-                for key in f.keys():
-                    state_dict[key] = f.get_tensor(key)
-        else:
-            try:
-                state_dict.update(torch.load(shard, map_location="cpu", weights_only=True))
-            except pickle.UnpicklingError as error:
+        tensors = _read_shard(shard)
+        for key in tensors:
+            if key in origin:
                 raise ValueError(
-                    f"{shard} holds more than tensors and is not loaded (unsafe pickle: {error}). Convert it to "
-                    "safetensors in a trusted environment, or pass a folder with *.safetensors weights."
-                ) from error
+                    f"{shard} and {origin[key]} both hold the tensor {key!r}; pass a folder whose shards each hold "
+                    "their own tensors (remove a stale shard)."
+                )
+            origin[key] = shard
+        state_dict.update(tensors)
     return state_dict
+
+
+def _read_shard(shard: Path) -> dict[str, torch.Tensor]:
+    """The tensors of one weight shard (see `load_original_state_dict`)."""
+    if shard.suffix == ".safetensors":
+        try:
+            with safe_open(shard, framework="pt") as f:
+                return {key: f.get_tensor(key) for key in f.keys()}
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"{shard} is not a readable safetensors file ({error}); download it again.") from error
+    try:
+        tensors = torch.load(shard, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{shard} holds more than tensors and is not loaded (unsafe pickle: {error}). Convert it to "
+            "safetensors in a trusted environment, or pass a folder with *.safetensors weights."
+        ) from error
+    except (RuntimeError, OSError, EOFError) as error:
+        raise ValueError(f"{shard} is not a readable PyTorch checkpoint ({error}); download it again.") from error
+    if not isinstance(tensors, dict) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in tensors.items()
+    ):
+        raise ValueError(
+            f"{shard} does not hold a state dict (a dict of named tensors); pass the release's weight shards."
+        )
+    return tensors
 
 
 def _vision_config(src: Path, original: dict, state_dict: dict[str, torch.Tensor]) -> dict:
@@ -236,10 +264,15 @@ def map_state_dict(state_dict: dict[str, torch.Tensor], variant: str) -> tuple[d
 
 
 def _model_with_weights(
-    config: PixelReferConfig, converted: dict[str, torch.Tensor], dtype: torch.dtype, progress: bool
+    config: PixelReferConfig,
+    converted: dict[str, torch.Tensor],
+    dtype: torch.dtype,
+    progress: bool,
+    allow_missing: bool = False,
 ) -> tuple[PixelReferForConditionalGeneration, list[str]]:
     """The model holding the converted weights in `dtype` (built on the meta device, no double allocation), and the
-    names of the weights the original lacks (left at their initial values, and reported)."""
+    names of the weights the original lacks: an error naming them, or with `allow_missing` left at their initial
+    values (and reported). A weight of another shape than the model's is an error naming it."""
     with torch.device("meta"):
         model = PixelReferForConditionalGeneration(config)
     expected = set(model.state_dict())
@@ -249,6 +282,12 @@ def _model_with_weights(
     extra = sorted(set(converted) - expected)
     if extra:
         raise ValueError(f"Mapped weights that the model does not have: {extra}")
+    _check_shapes(model, converted)
+    if missing and not allow_missing:
+        raise ValueError(
+            f"{len(missing)} weights of the model are missing from the original checkpoint: {missing}; pass a "
+            "complete release folder (or allow_missing=True to leave them at their initial values)."
+        )
     if missing:
         logger.warning("Weights missing from the original checkpoint (left at their initial values): %s", missing)
         with torch.device("cpu"):
@@ -259,6 +298,21 @@ def _model_with_weights(
     if config.tie_word_embeddings:
         model.tie_weights()
     return model, missing
+
+
+def _check_shapes(model: PixelReferForConditionalGeneration, converted: dict[str, torch.Tensor]) -> None:
+    """Refuses converted weights whose shape is not the model's (built from the checkpoint's config)."""
+    expected = model.state_dict()
+    wrong = [
+        f"{key} has shape {list(tensor.shape)} but the model expects {list(expected[key].shape)}"
+        for key, tensor in converted.items()
+        if key in expected and tensor.shape != expected[key].shape
+    ]
+    if wrong:
+        raise ValueError(
+            f"{len(wrong)} weights do not fit the model that config.json describes: {'; '.join(wrong)}; pass the "
+            "release's own config.json and weights (a shard of another model, or an edited config?)."
+        )
 
 
 def _read_original_config(src: Path) -> tuple[dict, str]:
@@ -289,18 +343,26 @@ def _save_processor(src: Path, original: dict, config: PixelReferConfig, dst: Pa
 
 
 def convert_checkpoint(
-    src: str | Path, dst: str | Path, *, dtype: torch.dtype | None = None, progress: bool = True
+    src: str | Path,
+    dst: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    progress: bool = True,
+    allow_missing: bool = False,
 ) -> ConversionReport:
     """Converts an original PixelRefer release folder `src` into a Transformers folder `dst`.
 
-    Every original weight is mapped (or is a known unused one); an unknown key fails the conversion and is named.
-    Weights the converted model has but the original lacks are reported (`lm_head` of tied models is not one).
+    Every original weight is mapped (or is a known unused one); an unknown key, a weight of another shape than the
+    model's, and a weight the converted model has but the original lacks (`lm_head` of tied models is not one) fail
+    the conversion, naming them, before anything is written.
 
     Args:
         src: original release folder, or the Hub id of one (e.g. `Alibaba-DAMO-Academy/PixelRefer-2B`), downloaded.
         dst: output folder (created).
         dtype: store the weights in this dtype; defaults to the original's `torch_dtype`.
         progress: show progress bars for large checkpoints.
+        allow_missing: convert a checkpoint that lacks weights, leaving them at their initial values (they are
+            logged and listed in the report's `missing_keys`).
     """
     src, dst = resolve_source(src), Path(dst)
     original, variant = _read_original_config(src)
@@ -310,7 +372,7 @@ def convert_checkpoint(
 
     target_dtype = dtype or getattr(torch, original.get("torch_dtype", "float32"))
     config.dtype = target_dtype
-    model, missing = _model_with_weights(config, converted, target_dtype, progress)
+    model, missing = _model_with_weights(config, converted, target_dtype, progress, allow_missing)
     model.generation_config = _generation_config(src, original)
     dst.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dst)

@@ -5,7 +5,10 @@ the order of the `<region>` placeholders of `doc_to_text(doc)`, in the processor
 `{"polygon": ...}`, `{"box": ...}`, `{"mask": ...}`; on a video with `"frame"` or as a `"masklet"`). A document that
 cannot be read (missing media, a mask of another size than its image, a bad RLE, a frame not in the video, a
 `<region>` count other than its objects) raises `InvalidDocument` there or in the processor; the model then answers
-`INVALID_PREDICTION` for it and logs why, and the task counts it in `invalid_docs` instead of scoring it.
+`INVALID_PREDICTION` for it and logs why, and the task counts it in `invalid_docs` instead of scoring it. A media path
+outside `PIXELREFER_EVAL_DATA` (absolute, or leaving it with `..`), an unreadable image or one of more than
+`validation.MAX_IMAGE_PIXELS` pixels, and more than `validation.MAX_REGIONS_PER_SAMPLE` regions make a document invalid
+too (set `PIXELREFER_EVAL_ALLOW_OUTSIDE_DATA=1` to allow media outside the data folder).
 
 Published files are read as they are (`read_published`), from the folder `PIXELREFER_EVAL_DATA` names; each document
 becomes one row whose raw element is kept as JSON text (`"document"`), since `datasets` cannot hold the benchmarks'
@@ -13,13 +16,20 @@ frame-keyed or mixed RLE/polygon annotations as columns.
 """
 
 import json
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..media_paths import resolve_media_path
+from ..processing import validation
+
 
 DATA_ENV = "PIXELREFER_EVAL_DATA"
+# Set to 1 to let documents name media outside PIXELREFER_EVAL_DATA (absolute paths, or `..` out of it).
+ALLOW_OUTSIDE_ENV = "PIXELREFER_EVAL_ALLOW_OUTSIDE_DATA"
 INVALID_PREDICTION = "[pixelrefer: invalid document]"
 # The variant being evaluated, set by the `pixelrefer` model when lmms-eval builds it (before the tasks): some
 # benchmarks give Lite other files ("-allframe") and other prompts, as the original does.
@@ -56,11 +66,31 @@ class RegionQuery:
     image_size: tuple[int, int] | None = None
 
     def __post_init__(self):
+        where = f"document {self.doc_id}"
         if (self.image is None) == (self.video is None):
-            raise InvalidDocument(f"document {self.doc_id}: give exactly one of image and video")
+            raise InvalidDocument(f"{where}: give exactly one of image and video")
         path = Path(self.image or self.video)
+        try:
+            _check_under_data_root(path)
+        except ValueError as error:
+            raise InvalidDocument(f"{where}: {error}") from None
         if not path.exists():
-            raise InvalidDocument(f"document {self.doc_id}: media file {path} does not exist")
+            raise InvalidDocument(f"{where}: media file {path} does not exist")
+        try:
+            validation.region_count(len(self.regions), where)
+            if self.image is not None:
+                validation.image_file_size(path, where)  # readable, and within MAX_IMAGE_PIXELS
+        except ValueError as error:
+            raise InvalidDocument(str(error)) from None
+
+
+def _check_under_data_root(path: Path) -> None:
+    """Refuses a media path outside `PIXELREFER_EVAL_DATA` (when it is set) unless `PIXELREFER_EVAL_ALLOW_OUTSIDE_DATA`
+    is 1: a published file must not point anywhere on disk."""
+    root = os.environ.get(DATA_ENV)
+    if root:
+        allowed = os.environ.get(ALLOW_OUTSIDE_ENV) == "1"
+        resolve_media_path(os.path.abspath(path), root, allow_outside=allowed, allow_with=f"{ALLOW_OUTSIDE_ENV}=1")
 
 
 def data_root() -> Path:
@@ -122,14 +152,18 @@ def coco_region(annotation: Any, height: int | None, width: int | None, doc_id: 
 
 def box_region(box: list, height: int, width: int, doc_id: str) -> dict:
     """A `[x, y, w, h]` box as the original's `mask[y:y+h, x:x+w] = 1` draws it -> `{"box": [x0, y0, x1, y1]}`."""
-    try:
-        x, y, w, h = (int(value) for value in box)
-    except (TypeError, ValueError) as error:
-        raise InvalidDocument(f"document {doc_id}: box {box!r:.60} is not [x, y, w, h]") from error
+    numbers_only = isinstance(box, (list, tuple)) and len(box) == 4 and all(_is_number(value) for value in box)
+    if not numbers_only:
+        raise InvalidDocument(f"document {doc_id}: box {box!r:.60} is not [x, y, w, h] (4 finite numbers)")
+    x, y, w, h = (int(value) for value in box)
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
     if x1 <= x0 or y1 <= y0:
         raise InvalidDocument(f"document {doc_id}: box {box} covers no pixel of the {height}x{width} image")
     return {"box": [x0, y0, x1, y1]}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def coco_image(file_name: str) -> str:
@@ -141,9 +175,14 @@ def coco_image(file_name: str) -> str:
 def videorefer_query(element: dict, videos: Path, doc_id: Any) -> list[RegionQuery]:
     """A VideoRefer-Bench (-Q or -D) element -> its video and one masklet `{frame: RLE}` per object of its
     `annotation` (the full model reads the object on `frame_idx`, Lite on every annotated frame)."""
-    key_frame = int(element["frame_idx"])
-    regions = [_videorefer_region(obj, key_frame, doc_id, i) for i, obj in enumerate(element["annotation"])]
-    return [RegionQuery(video=str(videos / element["video"]), regions=regions, doc_id=doc_id)]
+    try:
+        key_frame, annotation, video = int(element["frame_idx"]), element["annotation"], str(element["video"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise InvalidDocument(f"document {doc_id}: unreadable element ({type(error).__name__}: {error})") from error
+    if not isinstance(annotation, list):
+        raise InvalidDocument(f"document {doc_id}: annotation is not a list of objects")
+    regions = [_videorefer_region(obj, key_frame, doc_id, i) for i, obj in enumerate(annotation)]
+    return [RegionQuery(video=str(videos / video), regions=regions, doc_id=doc_id)]
 
 
 def _videorefer_region(annotation: dict, key_frame: int, doc_id: Any, index: int) -> dict:
@@ -166,6 +205,7 @@ def is_invalid(prediction: str) -> bool:
 
 
 __all__ = [
+    "ALLOW_OUTSIDE_ENV",
     "DATA_ENV",
     "INVALID_PREDICTION",
     "InvalidDocument",

@@ -22,6 +22,7 @@ import torch
 from torch.nn import functional as F
 from transformers import BatchFeature
 
+from . import validation
 from .regions import region_to_mask
 
 
@@ -216,14 +217,23 @@ class PixelReferRegionProcessor:
         patch_size = self.image_processor.patch_size
         crops = []
         for region_index, region in zip(region_ids or range(len(regions)), regions):
-            mask = region_to_mask(region, image.shape[:2], sample_index=sample_index, region_index=region_index)
-            crop = crop_fn(
-                image, mask, self.max_object_tokens, patch_size, self.margin_patches, self.max_object_patches
-            )
-            if crop.num_tokens == 0:
+            where = f"sample {sample_index}, region {region_index}"
+            if min(image.shape[:2]) < 2:
                 raise ValueError(
-                    f"sample {sample_index}, region {region_index}: the mask vanishes on the crop's patch grid; "
-                    "pass a mask that covers at least one pixel more."
+                    f"{where}: the image is {image.shape[1]} x {image.shape[0]} pixels; regions need an image of at "
+                    "least 2 x 2 pixels"
+                )
+            mask = region_to_mask(region, image.shape[:2], sample_index=sample_index, region_index=region_index)
+            try:
+                crop = crop_fn(
+                    image, mask, self.max_object_tokens, patch_size, self.margin_patches, self.max_object_patches
+                )
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from None
+            if crop.num_tokens == 0 or not crop.mask.any():
+                raise ValueError(
+                    f"{where}: the mask vanishes on the crop's patch grid; pass a mask that covers at least one "
+                    "pixel more."
                 )
             crops.append(crop)
         return crops
@@ -244,6 +254,7 @@ class PixelReferRegionProcessor:
                 "sample."
             )
         region_ids = list(region_ids or range(len(regions)))
+        validation.region_count(len(set(region_ids)), f"sample {sample_index}")
         image_ids = [self._image_index(region, len(images), sample_index, i) for i, region in zip(region_ids, regions)]
         crops = [
             crop
@@ -282,18 +293,13 @@ class PixelReferRegionProcessor:
     @staticmethod
     def _image_index(region: Any, num_images: int, sample_index: int, region_index: int) -> int:
         """Which of the sample's images a region is on."""
+        where = f"sample {sample_index}, region {region_index}"
         if isinstance(region, dict) and "image_index" in region:
-            image_index = region["image_index"]
-            if not 0 <= image_index < num_images:
-                raise ValueError(
-                    f"sample {sample_index}, region {region_index}: image_index {image_index} but the sample has "
-                    f"{num_images} image(s); pass an index in [0, {num_images - 1}]."
-                )
-            return image_index
+            return validation.image_index(region["image_index"], num_images, where)
         if num_images > 1:
             raise ValueError(
-                f"sample {sample_index}, region {region_index}: the sample has {num_images} images; say which one "
-                'the region is on with {"image_index": k, "mask": ...}.'
+                f"{where}: the sample has {num_images} images; say which one the region is on with "
+                '{"image_index": k, "mask": ...}.'
             )
         return 0
 

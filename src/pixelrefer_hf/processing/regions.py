@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from .validation import MaskInput, binary_mask, height_width, pixel_box, require_foreground
+from .validation import MaskInput, binary_mask, height_width, is_integer, pixel_box, require_foreground
 
 
 RegionInput = Union[np.ndarray, torch.Tensor, Image.Image, dict, Sequence]
@@ -184,7 +184,7 @@ def _decode_rle_string(encoded: bytes) -> list[int]:
 
 def _compress_counts(counts: Any, image_size: tuple[int, int], where: str) -> dict[str, Any]:
     runs = counts.tolist() if isinstance(counts, np.ndarray) else counts
-    if not isinstance(runs, (list, tuple)) or not all(_is_integer(run) for run in runs):
+    if not isinstance(runs, (list, tuple)) or not all(is_integer(run) for run in runs):
         raise ValueError(
             f"{where}: RLE counts {counts!r:.40} are malformed; pass a compressed string or a list of "
             "non-negative integers (uncompressed COCO RLE)"
@@ -206,7 +206,7 @@ def _check_runs(runs: list[int], image_size: tuple[int, int], where: str) -> Non
 
 
 def _mask_from_polygon(polygon: Any, image_size: tuple[int, int], where: str) -> np.ndarray:
-    parts = [_check_polygon_part(part, where) for part in _polygon_parts(polygon, where)]
+    parts = [_check_polygon_part(part, image_size, where) for part in _polygon_parts(polygon, where)]
     height, width = image_size
     mask = np.ascontiguousarray(mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(parts, height, width))))
     if not mask.any():
@@ -246,8 +246,14 @@ def _flat_part(part: Any) -> list | None:
     return None
 
 
-def _check_polygon_part(part: list, where: str) -> list[float]:
-    coordinates = [float(value) for value in part]
+def _check_polygon_part(part: list, image_size: tuple[int, int], where: str) -> list[float]:
+    """A polygon part's coordinates, checked: finite, x, y pairs, at least 3 points, and each vertex at most one
+    image size beyond the image's edges (the polygon is clipped to the image, as pycocotools draws it; the bound keeps
+    its rasterisation, which allocates memory along the outline, proportional to the image)."""
+    try:
+        coordinates = [float(value) for value in part]
+    except OverflowError:  # an integer beyond the float range
+        coordinates = [math.inf]
     if not all(math.isfinite(value) for value in coordinates):
         raise ValueError(f"{where}: polygon has a coordinate that is not finite; pass finite pixel coordinates")
     if len(coordinates) % 2:
@@ -258,6 +264,18 @@ def _check_polygon_part(part: list, where: str) -> list[float]:
     if len(coordinates) < 6:
         raise ValueError(
             f"{where}: polygon has only {len(coordinates) // 2} point(s); pass at least 3 points per polygon part"
+        )
+    height, width = image_size
+    far = [
+        (x, y)
+        for x, y in zip(coordinates[0::2], coordinates[1::2])
+        if not (-width <= x <= 2 * width and -height <= y <= 2 * height)
+    ]
+    if far:
+        raise ValueError(
+            f"{where}: polygon vertex {_format_numbers(far[0])} lies too far outside the image of size (H, W) = "
+            f"{image_size}; pass vertices with {-width} <= x <= {2 * width} and {-height} <= y <= {2 * height} (the "
+            "polygon is clipped to the image)"
         )
     return coordinates
 
@@ -289,10 +307,6 @@ def _as_list(value: Any) -> Any:
 
 def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _format_numbers(values: Sequence) -> str:

@@ -3,24 +3,44 @@
 Each function takes `where`, the prefix of its error messages (`"sample 0, region 1"`, `"object 2"`, ...), raises a
 `TypeError` for an input of the wrong type and a `ValueError` for a wrong value, and says in the message what was
 wrong and what to pass instead, so that the same input gets the same verdict and message wherever it is given.
+
+The resource limits below are module constants, read at every call: raise one (e.g.
+`pixelrefer_hf.processing.validation.MAX_IMAGE_PIXELS = 200_000_000`) to accept larger inputs. Each is checked from
+the input's header or length, before the input is decoded or its masks are drawn.
+
+Image files and PIL images are read as a viewer displays them: their EXIF orientation is applied
+(`PIL.ImageOps.exif_transpose`), whether the image is given as a path or as an opened PIL image, so that a mask drawn
+on the displayed photo refers to the same pixels either way (an image already transposed has no orientation left, so
+transposing it again changes nothing).
 """
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Union
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from transformers.image_utils import load_image
 
 
 MaskInput = Union[np.ndarray, torch.Tensor, Image.Image]
 
-PIL_MASK_MODES = ("1", "L", "P", "RGB")
+# Most pixels of an image or of a video frame (100 megapixels: any camera photo; a 20,000 x 20,000 image is refused).
+MAX_IMAGE_PIXELS = 100_000_000
+# Most regions (`<region>` placeholders, i.e. objects) of one sample; each becomes up to `max_object_tokens` tokens.
+MAX_REGIONS_PER_SAMPLE = 256
+# Longest video decoded (frames are decoded one after the other, so time grows with the duration).
+MAX_VIDEO_SECONDS = 4 * 3600
+# Most bytes of the decoded frames of one video (sampled frames and the frames regions are drawn on, RGB uint8).
+MAX_DECODED_VIDEO_BYTES = 8 * 2**30
+
+PIL_MASK_MODES = ("1", "L", "P", "RGB", "I", "I;16", "F")
+EXIF_ORIENTATION = 0x0112
 BOX_FORM = "4 finite numbers [x0, y0, x1, y1] in pixels"
 POINTS_FORM = "[[x, y], ...] in pixels (one point is [[x, y]])"
 
@@ -30,7 +50,7 @@ def height_width(image_size: Any, where: str) -> tuple[int, int]:
     if (
         not isinstance(image_size, Sequence)
         or len(image_size) != 2
-        or not all(_is_integer(size) and size > 0 for size in image_size)
+        or not all(is_integer(size) and size > 0 for size in image_size)
     ):
         raise ValueError(f"{where}: image_size {image_size!r} is invalid; pass (height, width) as positive integers")
     return int(image_size[0]), int(image_size[1])
@@ -132,12 +152,88 @@ def frame_indices(frames: Sequence[Any], num_frames: int, where: str) -> list[in
     return [int(frame) for frame in frames]
 
 
+def region_count(num_regions: int, where: str) -> int:
+    """`num_regions`, checked not to exceed `MAX_REGIONS_PER_SAMPLE` (before any mask is drawn)."""
+    if num_regions > MAX_REGIONS_PER_SAMPLE:
+        raise ValueError(
+            f"{where}: {num_regions} regions in one sample, more than MAX_REGIONS_PER_SAMPLE = "
+            f"{MAX_REGIONS_PER_SAMPLE}; split the regions over several samples (or raise "
+            "pixelrefer_hf.processing.validation.MAX_REGIONS_PER_SAMPLE)"
+        )
+    return num_regions
+
+
+def image_index(index: Any, num_images: int, where: str) -> int:
+    """The index of the image a region is on, checked to be an integer in `0..num_images - 1`."""
+    if not is_integer(index):
+        raise TypeError(
+            f"{where}: image_index must be an int, got {index!r:.40}; pass an index in 0..{num_images - 1}"
+        )
+    if not 0 <= index < num_images:
+        raise ValueError(
+            f"{where}: image_index {index} but the sample has {num_images} image(s); "
+            f"pass an index in 0..{num_images - 1}"
+        )
+    return int(index)
+
+
+def image_pixels(height: int, width: int, where: str) -> None:
+    """Refuses an image (or video frame) of more than `MAX_IMAGE_PIXELS` pixels."""
+    if height * width > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"{where} has {width} x {height} = {height * width:,} pixels, more than MAX_IMAGE_PIXELS = "
+            f"{MAX_IMAGE_PIXELS:,}; pass a downscaled image (or raise "
+            "pixelrefer_hf.processing.validation.MAX_IMAGE_PIXELS)"
+        )
+
+
+def image_file_size(path: str | os.PathLike, where: str) -> tuple[int, int]:
+    """`(H, W)` of an image file as it is displayed (after its EXIF orientation), read from its header only.
+
+    Raises a `ValueError` naming the file when it cannot be identified as an image or has more than
+    `MAX_IMAGE_PIXELS` pixels.
+    """
+    with _opened_image_file(path, where) as image:
+        width, height = image.size
+        # A PNG's EXIF may follow its pixel data, which `getexif` would then decode: read it only from the header.
+        has_header_exif = image.format != "PNG" or "exif" in image.info
+        try:
+            orientation = image.getexif().get(EXIF_ORIENTATION, 1) if has_header_exif else 1
+        except Exception as error:  # a malformed EXIF block
+            raise ValueError(
+                f"{where}: image {os.fspath(path)!r} has unreadable EXIF data ({type(error).__name__}: {error}); "
+                "replace the file"
+            ) from None
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)  # a quarter turn or a transpose
+
+
+def load_image_file(path: str | os.PathLike, where: str) -> np.ndarray:
+    """An image file as an `(H, W, 3)` uint8 RGB array, as it is displayed (EXIF orientation applied).
+
+    Raises a `ValueError` naming the file when it is missing, not an image, truncated or corrupt, or has more than
+    `MAX_IMAGE_PIXELS` pixels (checked from its header, before it is decoded).
+    """
+    with _opened_image_file(path, where) as image:
+        return _decoded_rgb(image, f"{where}: image {os.fspath(path)!r}")
+
+
 def as_rgb_array(image: Any, where: str) -> np.ndarray:
-    """A PIL image, `(H, W, 3)` uint8 numpy array or torch tensor, path or URL as an `(H, W, 3)` uint8 RGB array."""
-    if isinstance(image, (str, os.PathLike)):
-        image = load_image(os.fspath(image))
+    """A PIL image, `(H, W, 3)` uint8 numpy array or torch tensor, path or URL as an `(H, W, 3)` uint8 RGB array.
+
+    Paths and PIL images are read with their EXIF orientation applied (see the module docstring). An image of more
+    than `MAX_IMAGE_PIXELS` pixels, an unreadable file and a truncated or corrupt image raise a `ValueError`.
+    """
+    if isinstance(image, os.PathLike) or (isinstance(image, str) and os.path.isfile(image)):
+        return load_image_file(image, where)
+    if isinstance(image, str):
+        try:
+            image = load_image(image)  # a URL or base64 data
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        name = f"{where}: image" + (f" {image.filename!r}" if getattr(image, "filename", "") else "")
+        image_pixels(image.height, image.width, name)
+        return _decoded_rgb(image, name)
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
     if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] == 3:
@@ -146,11 +242,45 @@ def as_rgb_array(image: Any, where: str) -> np.ndarray:
                 f"{where}: image arrays must be uint8 (H, W, 3) RGB, got dtype {image.dtype}; "
                 "convert with `np.asarray(img, dtype=np.uint8)` or pass a PIL image."
             )
+        image_pixels(image.shape[0], image.shape[1], f"{where}: image")
         return image
     raise TypeError(
         f"{where}: unsupported image {type(image).__name__}{getattr(image, 'shape', '')}; "
         "pass a PIL image, a path, or a uint8 (H, W, 3) RGB array."
     )
+
+
+@contextlib.contextmanager
+def _opened_image_file(path: str | os.PathLike, where: str) -> Iterator[Image.Image]:
+    """A lazily opened PIL image (header read, pixels not decoded yet), checked against `MAX_IMAGE_PIXELS`; any
+    failure to open it is a `ValueError` naming the file."""
+    name = f"{where}: image {os.fspath(path)!r}"
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{name} is refused as a decompression bomb ({error}); pass a downscaled image") from None
+    except FileNotFoundError:
+        raise ValueError(f"{name} does not exist; check the path") from None
+    except Exception as error:  # PIL raises many types on malformed headers (OSError, SyntaxError, ...)
+        raise ValueError(
+            f"{name} cannot be read as an image ({type(error).__name__}: {error}); replace the file"
+        ) from None
+    with image:
+        image_pixels(image.height, image.width, name)
+        yield image
+
+
+def _decoded_rgb(image: Image.Image, name: str) -> np.ndarray:
+    """The pixels of a PIL image, EXIF orientation applied, as `(H, W, 3)` uint8 RGB; a decoding failure (truncated
+    or corrupt data) is a `ValueError` naming the image."""
+    try:
+        if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+            image = ImageOps.exif_transpose(image)
+        return np.asarray(image.convert("RGB"))
+    except Exception as error:  # PIL's decoders raise OSError, SyntaxError, struct.error, ... on corrupt data
+        raise ValueError(
+            f"{name} is truncated or corrupt ({type(error).__name__}: {error}); replace the file"
+        ) from None
 
 
 def _mask_array(mask: MaskInput, where: str) -> np.ndarray:
@@ -237,13 +367,14 @@ def _point_labels(labels: Any, num_points: int, where: str) -> np.ndarray:
 
 
 def _require_integer_frame(frame: Any, num_frames: int, where: str, name: str) -> None:
-    if not _is_integer(frame):
+    if not is_integer(frame):
         raise TypeError(
             f"{where}: {name} must be an int frame index, got {frame!r}; pass an integer in 0..{num_frames - 1}"
         )
 
 
-def _is_integer(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
+    """Whether `value` is an integer (Python or NumPy), not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 

@@ -8,7 +8,7 @@ number of uniformly spaced frames (`np.linspace(0, n - 1, k, dtype=int)`); a fol
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -64,8 +64,64 @@ def sample_indices(num_frames: int, source_fps: float, fps: float | None = 1.0, 
     return np.linspace(0, num_frames - 1, max_frames, dtype=int).tolist()
 
 
+@dataclass
+class VideoSource:
+    """An opened video whose frames are not decoded yet: its frame count, frame rate and frame size, from its header.
+
+    name: how messages name it (`"video 'clip.mp4'"`).
+    num_frames: frames of the video (of a frame folder: its image files).
+    fps: average frame rate (a frame folder: `FOLDER_FPS`; in-memory frames: their `source_fps`, default 1).
+    frame_size: `(H, W)` of its frames.
+    read: `read(indices)` yields `(index, (H, W, 3) uint8 frame)` for the sorted, distinct `indices`, decoding the
+        video once and converting only those frames.
+    close: releases the file (a `VideoSource` is also a context manager).
+    """
+
+    name: str
+    num_frames: int
+    fps: float
+    frame_size: tuple[int, int]
+    read: Callable[[list[int]], Iterator[tuple[int, np.ndarray]]]
+    close: Callable[[], None] = lambda: None
+
+    def __enter__(self) -> "VideoSource":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def open_video(
+    video: "str | os.PathLike | BinaryIO | bytes | np.ndarray | Sequence", source_fps: float | None = None
+) -> VideoSource:
+    """Opens a video file (path, file object or bytes), a folder of frame images or in-memory frames, reading only
+    its header (see [`load_video`] for the sources).
+
+    Raises a `ValueError` naming the video when it cannot be read, has no frames, has frames of more than
+    `validation.MAX_IMAGE_PIXELS` pixels, or (files and folders) lasts longer than `validation.MAX_VIDEO_SECONDS`.
+    """
+    name = _describe(video)
+    if isinstance(video, (np.ndarray, list, tuple)):
+        source = _in_memory_source(video, name, float(source_fps or 1.0))
+    elif isinstance(video, (str, os.PathLike)) and Path(video).is_dir():
+        source = _folder_source(Path(video), name)
+    else:
+        source = _container_source(video, name)
+    if source.num_frames == 0:
+        source.close()
+        raise ValueError(f"{name} has no frames; pass a video with at least one frame.")
+    try:
+        validation.image_pixels(*source.frame_size, f"{name}: a frame")
+        if not isinstance(video, (np.ndarray, list, tuple)):
+            _check_duration(source)
+    except ValueError:
+        source.close()
+        raise
+    return source
+
+
 def load_video(
-    video: "str | os.PathLike | BinaryIO | bytes | np.ndarray | Sequence",
+    video: "str | os.PathLike | BinaryIO | bytes | np.ndarray | Sequence | VideoSource",
     *,
     fps: float | None = 1.0,
     max_frames: int = 768,
@@ -75,9 +131,14 @@ def load_video(
 ) -> VideoClip:
     """Decodes and samples a video.
 
+    Only the frames it samples (and `extra_frames`) are converted to arrays, written once into the clip: its memory
+    is `(sampled + extra frames) * H * W * 3` bytes whatever the video's length, and more than
+    `validation.MAX_DECODED_VIDEO_BYTES` is refused before decoding.
+
     Args:
-        video: a video file (path, file object or bytes), a folder of frame images (sorted by name, 3 fps), or
-            frames already in memory (`(T, H, W, 3)` uint8 array, or a list of arrays / PIL images).
+        video: a video file (path, file object or bytes), a folder of frame images (sorted by name, 3 fps; files
+            without an image suffix and hidden files are not frames), frames already in memory (`(T, H, W, 3)` uint8
+            array, or a list of arrays / PIL images), or a [`VideoSource`] of `open_video` (closed afterwards).
         fps: frames to sample per second of video; None samples `max_frames` uniformly spaced frames.
         max_frames: most frames sampled.
         frame_indices: sample exactly these source frames instead (e.g. the frames a masklet is annotated on).
@@ -85,31 +146,33 @@ def load_video(
         source_fps: frame rate of in-memory frames (default 1; ignored for files, which know theirs).
     Returns:
         The sampled frames with their source indices and timestamps.
+    Raises:
+        `ValueError` naming the video: unreadable, corrupt or truncated (including a file that declares more frames
+        than it holds), a frame index outside it, or over a limit of `validation`.
     """
-    name = _describe(video)
-    if isinstance(video, (np.ndarray, list, tuple)):
-        frames = _in_memory_frames(video, name)
-        source_fps, total = float(source_fps or 1.0), len(frames)
-        reader = lambda wanted: {i: frames[i] for i in wanted}  # noqa: E731
-    elif isinstance(video, (str, os.PathLike)) and Path(video).is_dir():
-        files = sorted(p for p in Path(video).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        source_fps, total = FOLDER_FPS, len(files)
-        reader = lambda wanted: {i: np.asarray(Image.open(files[i]).convert("RGB")) for i in wanted}  # noqa: E731
-    else:
-        source_fps, total, reader = _open_container(video, name)
-    if total == 0:
-        raise ValueError(f"{name} has no frames; pass a video with at least one frame.")
-
-    indices = list(frame_indices) if frame_indices is not None else sample_indices(total, source_fps, fps, max_frames)
-    wanted = sorted(set(validation.frame_indices([*indices, *extra_frames], total, name)))
-    decoded = reader(wanted)
+    source = video if isinstance(video, VideoSource) else open_video(video, source_fps)
+    with source:
+        if frame_indices is not None:
+            indices = list(frame_indices)
+        else:
+            indices = sample_indices(source.num_frames, source.fps, fps, max_frames)
+        wanted = sorted(set(validation.frame_indices([*indices, *extra_frames], source.num_frames, source.name)))
+        _check_decoded_bytes(source, len(wanted))
+        frames, extra = _decode(source, indices, wanted, set(extra_frames) - set(indices))
     return VideoClip(
-        frames=np.stack([decoded[i] for i in indices]),
+        frames=frames,
         indices=indices,
-        timestamps=[i / source_fps for i in indices],
-        fps=source_fps,
-        extra_frames={i: decoded[i] for i in extra_frames if i not in indices},
+        timestamps=[i / source.fps for i in indices],
+        fps=source.fps,
+        extra_frames=extra,
     )
+
+
+def frame_files(folder: str | os.PathLike) -> list[Path]:
+    """The frame images of a frame folder, sorted by name: files with an image suffix (`IMAGE_SUFFIXES`), hidden
+    files (such as macOS `._*` companions) left out."""
+    paths = Path(folder).iterdir()
+    return sorted(path for path in paths if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."))
 
 
 def _describe(video) -> str:
@@ -118,7 +181,52 @@ def _describe(video) -> str:
     return f"the {type(video).__name__} video"
 
 
-def _in_memory_frames(video, name: str) -> list[np.ndarray]:
+def _check_duration(source: VideoSource) -> None:
+    seconds = source.num_frames / source.fps
+    if seconds > validation.MAX_VIDEO_SECONDS:
+        raise ValueError(
+            f"{source.name} lasts {seconds:.0f} s ({source.num_frames} frames at {source.fps:g} fps), longer than "
+            f"MAX_VIDEO_SECONDS = {validation.MAX_VIDEO_SECONDS} s; pass a shorter clip (or raise "
+            "pixelrefer_hf.processing.validation.MAX_VIDEO_SECONDS)."
+        )
+
+
+def _check_decoded_bytes(source: VideoSource, num_frames: int) -> None:
+    height, width = source.frame_size
+    needed = num_frames * height * width * 3
+    if needed > validation.MAX_DECODED_VIDEO_BYTES:
+        raise ValueError(
+            f"{source.name}: decoding {num_frames} frames of {width} x {height} takes {needed / 2**20:,.0f} MiB, "
+            f"more than MAX_DECODED_VIDEO_BYTES = {validation.MAX_DECODED_VIDEO_BYTES / 2**20:,.0f} MiB; sample fewer "
+            "frames (`max_frames`, the processor's `video_max_frames`), pass a downscaled video, or raise "
+            "pixelrefer_hf.processing.validation.MAX_DECODED_VIDEO_BYTES."
+        )
+
+
+def _decode(
+    source: VideoSource, indices: list[int], wanted: list[int], extra: set[int]
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """The `(len(indices), H, W, 3)` frames at `indices` (each decoded frame written once into them) and the
+    `extra` frames by index."""
+    rows: dict[int, list[int]] = {}
+    for row, index in enumerate(indices):
+        rows.setdefault(index, []).append(row)
+    frames, extra_frames = np.empty((0, *source.frame_size, 3), dtype=np.uint8), {}
+    for position, (index, frame) in enumerate(source.read(wanted)):
+        if position == 0:
+            frames = np.empty((len(indices), *frame.shape), dtype=np.uint8)
+        elif frame.shape != frames.shape[1:]:
+            raise ValueError(
+                f"{source.name}: frame {index} has shape {frame.shape} but its earlier frames {frames.shape[1:]}; "
+                "pass a video whose frames all have one size."
+            )
+        frames[rows.get(index, [])] = frame
+        if index in extra:
+            extra_frames[index] = frame
+    return frames, extra_frames
+
+
+def _in_memory_source(video, name: str, fps: float) -> VideoSource:
     frames = [np.asarray(f.convert("RGB")) if isinstance(f, Image.Image) else np.asarray(f) for f in video]
     if not frames:
         raise ValueError(f"{name} has no frames; pass a video with at least one frame.")
@@ -128,49 +236,60 @@ def _in_memory_frames(video, name: str) -> list[np.ndarray]:
             f"{name}: in-memory frames must all be uint8 (H, W, 3) RGB of one size, got shapes {sorted(shapes)} "
             f"and dtype {frames[0].dtype}."
         )
-    return frames
+    return VideoSource(name, len(frames), fps, frames[0].shape[:2], lambda wanted: ((i, frames[i]) for i in wanted))
 
 
-def _open_container(video, name: str):
-    """Frame rate, frame count and a reader of selected frames (one decoding pass, converting only those)."""
-    source = io.BytesIO(video) if isinstance(video, bytes) else video
+def _folder_source(folder: Path, name: str) -> VideoSource:
+    files = frame_files(folder)
+    size = validation.image_file_size(files[0], name) if files else (0, 0)
+
+    def read(wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        for index in wanted:
+            yield index, validation.load_image_file(files[index], f"{name}, frame {index}")
+
+    return VideoSource(name, len(files), FOLDER_FPS, size, read)
+
+
+def _container_source(video, name: str) -> VideoSource:
+    """A video file opened with PyAV: one decoding pass for all wanted frames, converting only those."""
+    unreadable = "Cannot read {} as a video ({}); pass an mp4/webm/... file or a frame folder."
     try:
-        container = av.open(source)
+        container = av.open(io.BytesIO(video) if isinstance(video, bytes) else video)
+    except (av.error.FFmpegError, OSError) as error:
+        raise ValueError(unreadable.format(name, error)) from error
+    try:
         stream = container.streams.video[0]
+        total = stream.frames or _count_frames(container, stream)
     except (av.error.FFmpegError, IndexError, OSError) as error:
-        raise ValueError(
-            f"Cannot read {name} as a video ({error}); pass an mp4/webm/... file or a frame folder."
-        ) from error
+        container.close()
+        raise ValueError(unreadable.format(name, error)) from error
+    fps = float(stream.average_rate) if stream.average_rate else 1.0
 
-    def decoded():
+    def read(wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        remaining = set(wanted)
         try:
-            yield from container.decode(stream)
+            for index, frame in enumerate(container.decode(stream)):
+                if index in remaining:
+                    yield index, frame.to_ndarray(format="rgb24")
+                    remaining.discard(index)
+                    if not remaining:
+                        return
         except av.error.FFmpegError as error:
             raise ValueError(f"{name} is corrupt: decoding failed ({error}).") from error
+        raise ValueError(
+            f"{name} declares {total} frames but frames {sorted(remaining)} could not be decoded; the file is "
+            "truncated or corrupt."
+        )
 
-    fps = float(stream.average_rate) if stream.average_rate else 1.0
-    total = stream.frames
-    if not total:
-        total = sum(1 for _ in decoded())
-        container.seek(0)
-
-    def reader(wanted: list[int]) -> dict[int, np.ndarray]:
-        out, remaining = {}, set(wanted)
-        for index, frame in enumerate(decoded()):
-            if index in remaining:
-                out[index] = frame.to_ndarray(format="rgb24")
-                remaining.discard(index)
-                if not remaining:
-                    break
-        container.close()
-        if remaining:
-            raise ValueError(
-                f"{name} declares {total} frames but frames {sorted(remaining)} could not be decoded; the file is "
-                "truncated or corrupt."
-            )
-        return out
-
-    return fps, total, reader
+    size = (stream.codec_context.height, stream.codec_context.width)
+    return VideoSource(name, total, fps, size, read, container.close)
 
 
-__all__ = ["VideoClip", "load_video", "sample_indices"]
+def _count_frames(container, stream) -> int:
+    """Frames of a stream whose header does not say (e.g. WebM), counted from its packets without decoding them."""
+    count = sum(1 for packet in container.demux(stream) if packet.size)
+    container.seek(0)
+    return count
+
+
+__all__ = ["VideoClip", "VideoSource", "frame_files", "load_video", "open_video", "sample_indices"]

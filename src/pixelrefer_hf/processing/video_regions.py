@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 from transformers.utils import logging
 
-from .video import VideoClip, load_video
+from . import validation
+from .video import VideoClip, load_video, open_video
 
 
 logger = logging.get_logger(__name__)
@@ -40,20 +41,32 @@ def parse_masklet(region: Any, sample_index: int, region_index: int) -> tuple[di
         masklet = region["masklet"]
         if not isinstance(masklet, dict) or not masklet:
             raise ValueError(f"{where}: a masklet is a non-empty dict {{frame_index: mask | {{'box': ...}} | ...}}.")
-        masklet = {int(frame): form for frame, form in masklet.items()}
+        masklet = {_frame(frame, where, "a masklet frame"): form for frame, form in masklet.items()}
         key_frame = region.get("frame")
-        if key_frame is not None and int(key_frame) not in masklet:
+        if key_frame is None:
+            return masklet, None
+        if _frame(key_frame, where, "frame") not in masklet:
             raise ValueError(
                 f"{where}: key frame {key_frame} is not one of the masklet's frames {sorted(masklet)}; name one of "
                 "them."
             )
-        return masklet, None if key_frame is None else int(key_frame)
+        return masklet, int(key_frame)
     if isinstance(region, dict) and "frame" in region:
-        return {int(region["frame"]): {k: v for k, v in region.items() if k != "frame"}}, int(region["frame"])
+        frame = _frame(region["frame"], where, "frame")
+        return {frame: {k: v for k, v in region.items() if k != "frame"}}, frame
     raise ValueError(
         f"{where}: a region of a video must say which frame it is drawn on, "
         '{"frame": k, "mask": ...}, or be a masklet {"masklet": {k: mask, ...}} (k: frame of the source video).'
     )
+
+
+def _frame(frame: Any, where: str, name: str) -> int:
+    """A frame index as a region names it: a non-negative int (checked against the video once it is opened)."""
+    if not validation.is_integer(frame):
+        raise TypeError(f"{where}: {name} must be an int frame index of the source video, got {frame!r:.40}")
+    if frame < 0:
+        raise ValueError(f"{where}: {name} {frame} is negative; pass a frame index of the source video (0, 1, ...)")
+    return int(frame)
 
 
 def key_frames_only(masklets: list[dict[int, Any]], key_frames: list[int | None], sample_index: int) -> list[dict]:
@@ -83,13 +96,17 @@ def video_regions(
     sample_index: int = 0,
 ) -> VideoRegions:
     """Loads a sample's video (sampled at `fps`, at most `max_frames`, plus the frames regions are drawn on; Lite
-    decodes only those) and turns its regions into per-frame regions."""
+    decodes only those) and turns its regions into per-frame regions.
+
+    The regions are checked (their number, their frames against the video's frame count) before any frame is
+    decoded."""
+    validation.region_count(len(regions), f"sample {sample_index}")
     parsed = [parse_masklet(region, sample_index, i) for i, region in enumerate(regions)]
     masklets = [masklet for masklet, _ in parsed]
     if not object_only:
         masklets = key_frames_only(masklets, [key for _, key in parsed], sample_index)
     annotated = sorted({frame for masklet in masklets for frame in masklet})
-    clip = _load_clip(video, annotated, object_only, fps, max_frames, sample_index)
+    clip = _load_clip(video, masklets, annotated, object_only, fps, max_frames, sample_index)
     try:
         frames = [clip.frame(frame) for frame in annotated]
     except KeyError as error:
@@ -108,16 +125,30 @@ def video_regions(
 
 
 def _load_clip(
-    video: Any, annotated: list[int], object_only: bool, fps: float, max_frames: int, sample_index: int
+    video: Any,
+    masklets: list[dict[int, Any]],
+    annotated: list[int],
+    object_only: bool,
+    fps: float,
+    max_frames: int,
+    sample_index: int,
 ) -> VideoClip:
     if isinstance(video, VideoClip):
         return video
     try:
-        if object_only:
-            return load_video(video, frame_indices=annotated)
-        return load_video(video, fps=fps, max_frames=max_frames, extra_frames=annotated)
+        source = open_video(video)
     except ValueError as error:
         raise ValueError(f"sample {sample_index}: {error}") from error
+    with source:
+        for region_index, masklet in enumerate(masklets):
+            where = f"sample {sample_index}, region {region_index}: {source.name}"
+            validation.frame_indices(sorted(masklet), source.num_frames, where)
+        try:
+            if object_only:
+                return load_video(source, frame_indices=annotated)
+            return load_video(source, fps=fps, max_frames=max_frames, extra_frames=annotated)
+        except ValueError as error:
+            raise ValueError(f"sample {sample_index}: {error}") from error
 
 
 def _with_image_index(form: Any, image_index: int) -> dict:

@@ -47,16 +47,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from transformers.utils import logging
 
+from ..media_paths import resolve_media_path
+from ..processing import validation
 from ..processing.processing_pixelrefer import IMAGE_TOKEN, REGION_PLACEHOLDER, VIDEO_PLACEHOLDER
 from ..processing.regions import region_to_mask
-from ..processing.video import IMAGE_SUFFIXES
+from ..processing.video import open_video
 
 
 logger = logging.get_logger(__name__)
@@ -64,7 +64,6 @@ logger = logging.get_logger(__name__)
 IGNORE_INDEX = -100
 DATA_SUFFIXES = (".json", ".jsonl")
 IN_MEMORY = "<samples>"
-EXIF_ORIENTATION = 0x0112
 # `region_to_mask`'s verdicts on masks without a foreground pixel (empty video frames are dropped, not refused).
 EMPTY_MASK = re.compile(r"is empty \(no pixel set\)|covers no pixel")
 MASK_FORMS = '{"size": [H, W], "counts": str | [...]} (COCO RLE) or [[x0, y0, x1, y1, ...], ...] (polygons)'
@@ -193,7 +192,8 @@ def _messages(data: Any, media_root: Path, object_only: bool, allow_outside: boo
         raise _Invalid('streaming samples ("stream") are not supported; remove them from the training data')
     turns = _conversation(data)
     media = _media(data, media_root, allow_outside)
-    regions = _regions(data, media, object_only)
+    declared = _declared_size(data, media.sizes[0], media.kind) if media.kind else None
+    regions = _regions(data, media, declared, object_only)
     return _chat(turns, media, regions, strip_replies=object_only and bool(regions))
 
 
@@ -248,18 +248,11 @@ def _path_list(value: Any, key: str) -> list[str]:
 
 
 def _media_path(name: str, media_root: Path, allow_outside: bool) -> Path:
-    """`name` under `media_root`, checked to exist and (unless `allow_outside`) to stay inside `media_root`."""
-    if not allow_outside and Path(name).is_absolute():
-        raise _Invalid(
-            f"media path {name!r} is absolute; give it relative to the media root ({media_root}), or pass "
-            "allow_outside_media_root=True"
-        )
-    if not allow_outside and Path(os.path.normpath(name)).parts[:1] == ("..",):
-        raise _Invalid(
-            f"media path {name!r} leaves the media root ({media_root}) with '..'; give a path inside it, or pass "
-            "allow_outside_media_root=True"
-        )
-    path = media_root / name
+    """`name` under `media_root` (see [`~pixelrefer_hf.media_paths.resolve_media_path`]), checked to exist."""
+    try:
+        path = resolve_media_path(name, media_root, allow_outside=allow_outside)
+    except ValueError as error:
+        raise _Invalid(str(error)) from None
     if not path.exists():
         raise _Invalid(f"media file {str(path)!r} does not exist; check the media root ({media_root}) and the path")
     return path
@@ -268,34 +261,23 @@ def _media_path(name: str, media_root: Path, allow_outside: bool) -> Path:
 def _image_size(path: Path) -> tuple[int, int]:
     """`(H, W)` of an image as it is loaded (after its EXIF orientation), read from its header."""
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            rotated = image.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8)
-    except (OSError, ValueError) as error:  # PIL.UnidentifiedImageError is an OSError
-        raise _Invalid(f"cannot read image {str(path)!r} ({error}); replace the file or fix the path") from None
-    return (width, height) if rotated else (height, width)
+        return validation.image_file_size(path, "the sample")
+    except ValueError as error:
+        raise _Invalid(str(error).removeprefix("the sample: ")) from None
 
 
 def _video_info(path: Path) -> tuple[int, tuple[int, int]]:
-    """Frame count and frame `(H, W)` of a video file or frame folder, from its metadata."""
-    if path.is_dir():
-        files = sorted(file for file in path.iterdir() if file.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise _Invalid(f"frame folder {str(path)!r} holds no frame images ({', '.join(IMAGE_SUFFIXES)})")
-        return len(files), _image_size(files[0])
+    """Frame count and frame `(H, W)` of a video file or frame folder, from its header (no frame is decoded)."""
     try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            num_frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
-            return num_frames, (stream.codec_context.height, stream.codec_context.width)
-    except (av.error.FFmpegError, IndexError, OSError) as error:
-        raise _Invalid(
-            f"cannot read video {str(path)!r} ({error}); give an mp4/webm/... file or a folder of frames"
-        ) from None
+        with open_video(path) as source:
+            return source.num_frames, source.frame_size
+    except ValueError as error:
+        raise _Invalid(str(error)) from None
 
 
-def _regions(data: dict, media: _Media, object_only: bool) -> list[dict]:
-    """The region items of a sample's objects (`masks`), in order."""
+def _regions(data: dict, media: _Media, declared: tuple[int, int] | None, object_only: bool) -> list[dict]:
+    """The region items of a sample's objects (`masks`), in order; `declared` is the sample's checked
+    `(height, width)`, if it gives them."""
     masks = data.get("masks")
     if masks is None or masks == []:
         return []
@@ -303,7 +285,10 @@ def _regions(data: dict, media: _Media, object_only: bool) -> list[dict]:
         raise _Invalid(f'"masks" must be a list with one entry per object (per <region>), got {masks!r:.80}')
     if media.kind is None:
         raise _Invalid('the sample has "masks" but no "image" or "video"; add the media the masks are drawn on')
-    declared = _declared_size(data, media.sizes[0], media.kind)
+    try:
+        validation.region_count(len(masks), "the sample")
+    except ValueError as error:
+        raise _Invalid(str(error).removeprefix("the sample: ")) from None
     if media.kind == "image":
         on_image = {"image_index": 0} if len(media.paths) > 1 else {}
         return [
@@ -518,7 +503,7 @@ class PixelReferTrainingDataset(Dataset):
                 return_assistant_tokens_mask=True,
                 processor_kwargs=self.processor_kwargs,
             )
-        except (OSError, ValueError) as error:
+        except (OSError, TypeError, ValueError) as error:
             raise BadSampleError(f"the processor refused it: {error}", sample) from error
         features = dict(inputs)
         assistant_masks = features.pop("assistant_masks")
