@@ -2,7 +2,8 @@
 
 Prints, per variant: LLM input length, vision-encoder patches, prefill FLOPs (counted with
 `torch.utils.flop_counter`), prefill latency (median of repeated runs), peak memory of the prefill (CUDA: peak
-allocated above the loaded model; CPU: peak growth of resident memory during the first prefill, sampled) and greedy
+allocated above the loaded model; CPU: peak growth of resident memory during the first prefill, sampled), the peak
+total (weights included: allocated on CUDA, resident on CPU) and greedy
 decode tokens/s on the KV cache after the prefill. Random weights (the cost does not depend on them):
 
     python benchmarks/lite_vs_full.py                          # tiny config, CPU
@@ -13,50 +14,22 @@ import argparse
 import json
 import multiprocessing
 import os
-import resource
 import statistics
-import threading
 import time
 from importlib.resources import files
 
 import torch
+from common import CONFIGS, DTYPES, PeakResidentMemory, environment_line, model_config
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from pixelrefer_hf import PixelReferConfig, PixelReferForConditionalGeneration
-from pixelrefer_hf.tiny_random import build_processor, tiny_config
+from pixelrefer_hf import PixelReferForConditionalGeneration
+from pixelrefer_hf.tiny_random import build_processor
 
 
 REGIONS = [[425, 20, 472, 225], [405, 215, 492, 385]]
 QUESTION = "What is <region>, and how does it relate to <region>?"
-PIXEL_KEYS = ("pixel_values", "region_pixel_values", "region_global_pixel_values", "region_local_pixel_values")
-
-
-def config_2b(object_only: bool) -> PixelReferConfig:
-    """PixelRefer-2B shapes: Qwen2.5-1.5B LLM + SigLIP-NaViT (so400m-style) vision encoder."""
-    return PixelReferConfig(
-        vision_config={
-            "hidden_size": 1152,
-            "intermediate_size": 4304,
-            "num_hidden_layers": 27,
-            "num_attention_heads": 16,
-            "patch_size": 14,
-        },
-        text_config={
-            "model_type": "qwen2",
-            "vocab_size": 151669,
-            "hidden_size": 1536,
-            "intermediate_size": 8960,
-            "num_hidden_layers": 28,
-            "num_attention_heads": 12,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 32768,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
-            "tie_word_embeddings": True,
-        },
-        tie_word_embeddings=True,
-        object_only=object_only,
-    )
+PIXEL_KEYS = ("pixel_values", "pixel_values_videos", "region_pixel_values", "region_context_pixel_values")
 
 
 def build_inputs(object_only: bool, image_path: str) -> dict[str, torch.Tensor]:
@@ -71,42 +44,12 @@ def build_inputs(object_only: bool, image_path: str) -> dict[str, torch.Tensor]:
     return dict(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True))
 
 
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
-class PeakResidentMemory:
-    """Peak growth of the process's resident memory while the block runs (polled every 0.2 ms; CPU runs)."""
-
-    def __enter__(self):
-        self.base = self.peak = _resident_bytes()
-        self.running = True
-        self.thread = threading.Thread(target=self._poll, daemon=True)
-        self.thread.start()
-        return self
-
-    def _poll(self):
-        while self.running:
-            self.peak = max(self.peak, _resident_bytes())
-            time.sleep(0.0002)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-        self.peak = max(self.peak, _resident_bytes())
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.base
-
-
 def measure(variant: str, inputs: dict[str, torch.Tensor], args: argparse.Namespace) -> dict:
     """Runs in a fresh process: builds the model, then measures memory, FLOPs and timings of one variant."""
     object_only = variant == "Lite"
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
-    config = config_2b(object_only) if args.config == "2b" else tiny_config(object_only)
+    config = model_config(args.config, object_only)
     torch.manual_seed(0)
     model = PixelReferForConditionalGeneration(config).to(device=device, dtype=dtype).eval()
     inputs = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in inputs.items()}
@@ -148,11 +91,12 @@ def measure(variant: str, inputs: dict[str, torch.Tensor], args: argparse.Namesp
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
             prefill()
-            peak = torch.cuda.max_memory_allocated() - base
+            total = torch.cuda.max_memory_allocated()
+            peak = total - base
         else:
             with PeakResidentMemory() as memory:
                 prefill()
-            peak = memory.growth
+            peak, total = memory.growth, memory.peak
         with FlopCounterMode(display=False) as counter:
             prefill()
         prefill_time = timed(prefill, args.repeats)
@@ -164,6 +108,7 @@ def measure(variant: str, inputs: dict[str, torch.Tensor], args: argparse.Namesp
         "prefill_gflops": counter.get_total_flops() / 1e9,
         "prefill_ms": prefill_time * 1e3,
         "peak_mib": peak / 2**20,
+        "peak_total_mib": total / 2**20,
         "decode_tok_s": args.new_tokens / decode_time,
     }
 
@@ -198,6 +143,7 @@ def format_table(rows: list[dict], args: argparse.Namespace) -> str:
         ("prefill_gflops", "{:.2f}"),
         ("prefill_ms", "{:.1f}"),
         ("peak_mib", "{:.0f}"),
+        ("peak_total_mib", "{:.0f}"),
         ("decode_tok_s", "{:.1f}"),
     ]
     lines = [header, "| " + " | ".join(name for name, _ in columns) + " |", "|" + "---|" * len(columns)]
@@ -214,15 +160,16 @@ def format_table(rows: list[dict], args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", choices=["tiny", "2b"], default="tiny")
+    parser.add_argument("--config", choices=CONFIGS, default="tiny")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument("--image", default=str(files("pixelrefer_hf") / "assets" / "brooklyn_bridge.jpg"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
     rows = [run_isolated(variant, args) for variant in ("full", "Lite")]
+    print(environment_line(torch.device(args.device), args.dtype))
     print(format_table(rows, args))
     if args.json:
         with open(args.json, "w") as f:

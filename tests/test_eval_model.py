@@ -104,3 +104,18 @@ def test_videorefer_bench_q_parsing_and_scores():
     other = utils.process_results({**doc, "type": "Reasoning Questions"}, ["B"])
     accuracy = utils.aggregate_accuracy([right["accuracy"], wrong["accuracy"], invalid["accuracy"], other["accuracy"]])
     assert accuracy == {"Basic Questions": 0.5, "Reasoning Questions": 1.0, "overall": 2 / 3}
+
+
+def test_requests_of_tasks_with_different_options_get_their_own(evaluator):
+    """lmms-eval passes the requests of every task of a run together; each is generated with its task's options."""
+    docs = [doc for doc in documents() if doc["doc_id"] != 9]
+    mixed = requests(evaluator, docs)
+    for request in mixed[::2]:
+        request.args = (request.args[0], {"max_new_tokens": 2, "do_sample": False}, *request.args[2:])
+    answers = evaluator.generate_until(mixed)
+    separately = {
+        id(r): a for group in (mixed[::2], mixed[1::2]) for r, a in zip(group, evaluator.generate_until(group))
+    }
+    assert answers == [separately[id(request)] for request in mixed]
+    assert all(len(answer.split()) <= 2 for answer in answers[::2])
+    assert any(len(answer.split()) > 2 for answer in answers[1::2])

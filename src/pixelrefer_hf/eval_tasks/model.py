@@ -1,8 +1,9 @@
 """The lmms-eval model `pixelrefer`: PixelRefer and PixelRefer-Lite answering region tasks, batched.
 
 Each request's document gives, through its task's `doc_to_visual`, one [`RegionQuery`] (the image or video and the
-regions, in `<region>` order); the prompt is the task's `doc_to_text`. Requests are answered `batch_size` at a time
-(one processor call, one vision-encoder call, one `generate`), greedily unless the task asks otherwise. Under
+regions, in `<region>` order); the prompt is the task's `doc_to_text`. Requests with the same generation options are
+answered `batch_size` at a time in batches of similar prompt lengths (`batched_generation`: one vision-encoder call
+and one `generate` per batch), greedily unless the task asks otherwise. Under
 `accelerate launch` lmms-eval gives each process its share of the requests (`rank`, `world_size`).
 
 `loglikelihood` scores a continuation after the same prompt (sum of its token log-probabilities, and whether greedy
@@ -22,14 +23,27 @@ from tqdm import tqdm
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.utils import logging
 
+from ..batched_generation import generate_encoded
 from ..processing.processing_pixelrefer import REGION_PLACEHOLDER
+from ..processing.validation import load_image_file
 from .documents import INVALID_PREDICTION, InvalidDocument, RegionQuery, set_object_only
 
 
 logger = logging.get_logger(__name__)
 
 MEDIA_TAGS = re.compile(r"<image>\n?|<video>\n?")
+# Requests are encoded and sorted by prompt length this many batches at a time (bounds the memory of encoded media).
+WINDOW_BATCHES = 8
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _same_generation_options(requests: list[Instance]) -> list[list[int]]:
+    """Indices of the requests grouped by their generation options (tasks of one run may differ), in first-seen
+    order; a batch is generated with one set of options."""
+    groups: dict[str, list[int]] = {}
+    for index, request in enumerate(requests):
+        groups.setdefault(repr(sorted(request.args[1].items(), key=str)), []).append(index)
+    return list(groups.values())
 
 
 def query_messages(context: str, query: RegionQuery, continuation: str | None = None) -> list[dict]:
@@ -56,9 +70,9 @@ def query_messages(context: str, query: RegionQuery, continuation: str | None = 
 
 def _open_image(query: RegionQuery) -> Image.Image:
     try:
-        image = Image.open(query.image).convert("RGB")
-    except OSError as error:
-        raise InvalidDocument(f"document {query.doc_id}: cannot read image {query.image} ({error})") from error
+        image = Image.fromarray(load_image_file(query.image, f"document {query.doc_id}"))
+    except ValueError as error:
+        raise InvalidDocument(str(error)) from error
     if query.image_size is not None and tuple(query.image_size) != (image.height, image.width):
         raise InvalidDocument(
             f"document {query.doc_id}: the document says its image is {tuple(query.image_size)} (H, W) but "
@@ -122,12 +136,14 @@ class PixelRefer(lmms):
         return self._world_size
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        answers = []
+        answers = [None] * len(requests)
         progress = tqdm(total=len(requests), disable=self.rank != 0, desc="pixelrefer")
-        for start in range(0, len(requests), self.batch_size):
-            chunk = [request.args for request in requests[start : start + self.batch_size]]
-            answers += self._answer(chunk)
-            progress.update(len(chunk))
+        for indices in _same_generation_options(requests):
+            for start in range(0, len(indices), self.batch_size * WINDOW_BATCHES):
+                window = indices[start : start + self.batch_size * WINDOW_BATCHES]
+                for index, answer in zip(window, self._answer([requests[i].args for i in window])):
+                    answers[index] = answer
+                progress.update(len(window))
         progress.close()
         return answers
 
@@ -146,37 +162,29 @@ class PixelRefer(lmms):
         return visuals[0]
 
     def _answer(self, chunk: list[tuple]) -> list[str]:
-        """Answers of a batch of `(context, gen_kwargs, doc_to_visual, doc_id, task, split)` requests; a document
-        that cannot be read is answered `INVALID_PREDICTION` (and logged) without holding up the others."""
-        conversations, answers = {}, {}
+        """Answers of `(context, gen_kwargs, doc_to_visual, doc_id, task, split)` requests with the same generation
+        options, `batch_size` at a time in batches of similar prompt lengths; a document that cannot be read or
+        encoded is answered `INVALID_PREDICTION` (and logged) without holding up the others."""
+        encoded, answers = {}, {}
         for index, (context, _, doc_to_visual, doc_id, task, split) in enumerate(chunk):
             try:
-                conversations[index] = query_messages(context, self._query(doc_to_visual, doc_id, task, split))
-            except InvalidDocument as error:
+                messages = query_messages(context, self._query(doc_to_visual, doc_id, task, split))
+                encoded[index] = self.processor.apply_chat_template(
+                    [messages], add_generation_prompt=True, tokenize=True, return_dict=True
+                )
+            except (InvalidDocument, ValueError, TypeError) as error:
                 answers[index] = self._invalid(task, doc_id, error)
-        if conversations:
-            gen_kwargs = dict(chunk[next(iter(conversations))][1])
-            answers.update(self._generate(conversations, gen_kwargs, chunk))
-        return [answers[index] for index in range(len(chunk))]
-
-    def _generate(self, conversations: dict[int, list], gen_kwargs: dict, chunk: list[tuple]) -> dict[int, str]:
-        try:
-            inputs = self.processor.apply_chat_template(
-                list(conversations.values()), add_generation_prompt=True, tokenize=True, return_dict=True
+        if encoded:
+            new_tokens = generate_encoded(
+                self.model,
+                list(encoded.values()),
+                self.processor.tokenizer.pad_token_id,
+                self.batch_size,
+                **self._generation_options(chunk[next(iter(encoded))][1]),
             )
-        except (ValueError, TypeError) as error:
-            if len(conversations) == 1:
-                (index,) = conversations
-                _, _, _, doc_id, task, _ = chunk[index]
-                return {index: self._invalid(task, doc_id, error)}
-            answers = {}
-            for index, messages in conversations.items():  # find the bad document(s) of the batch
-                answers.update(self._generate({index: messages}, gen_kwargs, chunk))
-            return answers
-        generated = self.model.generate(**inputs.to(self.device), **self._generation_options(gen_kwargs))
-        new_tokens = generated[:, inputs["input_ids"].shape[1] :]
-        texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
-        return {index: text.strip() for index, text in zip(conversations, texts)}
+            texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+            answers.update({index: text.strip() for index, text in zip(encoded, texts)})
+        return [answers[index] for index in range(len(chunk))]
 
     def _generation_options(self, gen_kwargs: dict) -> dict:
         """The task's generation keywords as `generate` takes them (greedy unless it samples)."""
