@@ -1,5 +1,6 @@
 """The `pixelrefer` command: ask about regions of an image (`describe`), convert original checkpoints (`convert`),
-publish checkpoints on the Hub (`push`), fine-tune (`train`)."""
+publish checkpoints on the Hub (`push`), fine-tune (`train`), caption every object of a dataset (`caption`), try it in
+the browser (`demo`)."""
 
 import argparse
 import logging
@@ -32,7 +33,7 @@ from .conversion.model_card import VARIANT_NAMES
 from .processing.object_crops import ObjectCrop
 from .processing.processing_pixelrefer import REGION_PLACEHOLDER
 from .processing.regions import region_to_mask
-from .processing.validation import pixel_points
+from .processing.validation import load_image_file, pixel_points
 from .processing.video import load_video
 from .segmentation import MaskletPropagator, propagate_in_clip
 from .visualization import render_regions
@@ -61,10 +62,12 @@ def _one_line(text: str) -> str:
 
 
 def load_image(path: str | Path | None = None) -> Image.Image:
-    """The image at `path` as RGB (EXIF orientation applied), or the photo shipped with the package."""
-    source = Path(path) if path is not None else files("pixelrefer_hf") / "assets" / DEFAULT_IMAGE
-    with source.open("rb") as file:
-        return ImageOps.exif_transpose(Image.open(file)).convert("RGB")
+    """The image at `path` as RGB (EXIF orientation applied), or the photo shipped with the package; a file that is
+    missing, not an image, corrupt or too large raises a `ValueError` naming it."""
+    if path is None:
+        with (files("pixelrefer_hf") / "assets" / DEFAULT_IMAGE).open("rb") as file:
+            return ImageOps.exif_transpose(Image.open(file)).convert("RGB")
+    return Image.fromarray(load_image_file(path, "--image"))
 
 
 def _pixel_numbers(text: str, what: str, layout: str) -> list[float]:
@@ -230,7 +233,7 @@ def _prepare_image(args: argparse.Namespace) -> tuple[dict, list[dict], np.ndarr
     """The image item, the regions (points segmented with SAM2), the image and the regions as drawn on it."""
     try:
         image = load_image(args.image)
-    except OSError as error:
+    except (OSError, ValueError) as error:
         raise CommandError(f"cannot read image {args.image!r}: {error}") from error
     frame = np.asarray(image)
     check_points(args.regions, frame.shape[:2])
@@ -471,6 +474,9 @@ REGION_OPTIONS = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `pixelrefer` command."""
+    from .captioning.command import add_caption_command  # here, not above: it imports this module
+    from .demo.command import add_demo_command  # here, not above: it imports this module
+
     parser = ArgumentParser(prog="pixelrefer", description=__doc__)
     parser.add_argument("--version", action="version", version=f"pixelrefer-hf {_package_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="also log informational messages")
@@ -483,6 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         help="fine-tune on data in the original release's format with the HF Trainer (`pixelrefer train --help`)",
     ).set_defaults(handler=train)
+    add_caption_command(commands)
+    add_demo_command(commands)
     return parser
 
 
@@ -628,4 +636,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m pixelrefer_hf.cli` (as torchrun and accelerate start it) runs this file as `__main__`; the
+    # subcommand modules import `pixelrefer_hf.cli`, so run that module's `main`, whose `CommandError` they raise.
+    from pixelrefer_hf.cli import main as package_main
+
+    sys.exit(package_main())
