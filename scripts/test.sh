@@ -5,11 +5,8 @@ cd "$(dirname "$0")/.."
 source scripts/install.sh
 source scripts/install_eval.sh
 python -m pip install -q -c constraints.txt -e ".[demo,browser-check]"
-# The demo page in a real browser: Debian's Chromium (installed here in CI, as root: about 45 s; elsewhere only used
-# when present), driven by Selenium; run before the tests, so that the test summary stays the last line.
-if [ "${CI:-}" = true ] && [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
-fi
+# The demo page in a real browser (Debian's Chromium driven by Selenium), where Chromium is installed
+# (`apt-get install chromium chromium-driver`); run before the tests, so that the test summary stays the last line.
 if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
     python scripts/browser_check.py --screenshot "${TMPDIR:-/tmp}/pixelrefer-demo.png"
 else

@@ -24,7 +24,7 @@ from typing import Any, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 from transformers.image_utils import load_image
 
 
@@ -273,6 +273,8 @@ def _opened_image_file(path: str | os.PathLike, where: str) -> Iterator[Image.Im
 def _decoded_rgb(image: Image.Image, name: str) -> np.ndarray:
     """The pixels of a PIL image, EXIF orientation applied, as `(H, W, 3)` uint8 RGB; a decoding failure (truncated
     or corrupt data) is a `ValueError` naming the image."""
+    allow_truncated = ImageFile.LOAD_TRUNCATED_IMAGES  # some libraries (lmms-eval) set it for the whole process
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
             image = ImageOps.exif_transpose(image)
@@ -281,6 +283,8 @@ def _decoded_rgb(image: Image.Image, name: str) -> np.ndarray:
         raise ValueError(
             f"{name} is truncated or corrupt ({type(error).__name__}: {error}); replace the file"
         ) from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = allow_truncated
 
 
 def _mask_array(mask: MaskInput, where: str) -> np.ndarray:
