@@ -45,14 +45,9 @@ def assert_numeric(rows: list[dict[str, str]], columns: list[str]) -> None:
 
 
 def test_saot_tables():
-    found = run("saot.py", "--regions", "1,3", "--widths", "16,64", "--repeats", "1")
+    found = run("saot.py", "--regions", "1,3", "--widths", "16", "--repeats", "1")
     clustering = next(rows for title, rows in found.items() if title.startswith("clustering"))
-    assert [(row["regions"], row["width"]) for row in clustering] == [
-        ("1", "16"),
-        ("1", "64"),
-        ("3", "16"),
-        ("3", "64"),
-    ]
+    assert [(row["regions"], row["width"]) for row in clustering] == [("1", "16"), ("3", "16")]
     assert_numeric(clustering, ["clustered", "loop_ms", "batched_ms", "speedup", "loop_peak_mib", "batched_peak_mib"])
     tokens = next(rows for title, rows in found.items() if title.startswith("object_tokens"))
     assert [row["regions"] for row in tokens] == ["1", "3"]
