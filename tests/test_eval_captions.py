@@ -1,12 +1,12 @@
 """The category (LVIS, PACO) and caption (VG, Ref-L4, HC-STVG) tasks: their metrics on hand-made predictions, and
 their documents read from the fixtures (`tests/fixtures/eval/make_captions.py`)."""
 
-import importlib.util
 import math
 import shutil
 from pathlib import Path
 
 import pytest
+from eval_helpers import task_utils
 
 from pixelrefer_hf.eval_tasks import captioning, similarity
 from pixelrefer_hf.eval_tasks.documents import INVALID_PREDICTION, InvalidDocument, set_object_only
@@ -15,15 +15,7 @@ from pixelrefer_hf.processing.regions import region_to_mask
 
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
-TASKS_DIR = Path(__file__).parents[1] / "src" / "pixelrefer_hf" / "eval_tasks" / "tasks"
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="the caption metrics need Java")
-
-
-def task_utils(task: str):
-    spec = importlib.util.spec_from_file_location(f"{task}_utils", TASKS_DIR / task / "utils.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

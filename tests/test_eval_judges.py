@@ -2,11 +2,11 @@
 CLAIR): requests, retries, parsers, scores on hand-made replies, and each task's documents and prompts on its
 fixture (`tests/fixtures/eval`, written by `make_judged.py` and `make_captions.py`)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from eval_helpers import task_utils
 from fake_judge import FakeJudge
 
 from pixelrefer_hf.eval_tasks import judge as judge_module
@@ -17,13 +17,6 @@ from pixelrefer_hf.eval_tasks.lmms_eval_plugin import TASKS_DIR
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 TASKS = ("dlc_bench", "ferret_reasoning_region", "videorefer_bench_d", "refl4_region_detail")
-
-
-def task_utils(task: str):
-    spec = importlib.util.spec_from_file_location(f"judged_{task}_utils", TASKS_DIR / task / "utils.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

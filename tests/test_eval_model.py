@@ -2,26 +2,18 @@
 invalid documents answered `INVALID_PREDICTION` without holding up the batch, `loglikelihood`; and
 VideoRefer-Bench-Q's parsing and scores on hand-made predictions."""
 
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from eval_helpers import task_utils
 
 from pixelrefer_hf.eval_tasks.documents import INVALID_PREDICTION, InvalidDocument, RegionQuery, set_object_only
-from pixelrefer_hf.eval_tasks.lmms_eval_plugin import TASKS_DIR
 from pixelrefer_hf.eval_tasks.model import PixelRefer, query_messages
 from pixelrefer_hf.tiny_random import build_tiny_random
 
 
 PHOTO = Path(__file__).parents[1] / "src" / "pixelrefer_hf" / "assets" / "brooklyn_bridge.jpg"
-
-
-def task_utils(task: str):
-    spec = importlib.util.spec_from_file_location(f"{task}_utils", TASKS_DIR / task / "utils.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module", params=["full", "lite"])
