@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from golden import GOLDEN_DIR, golden_set_problem  # noqa: E402
 
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One share of the cores per pytest-xdist worker (`-n 2`), also for the processes the tests start: OpenMP threads
+# beyond the cores stall each other.
+_THREADS = max(1, min(2, torch.get_num_threads()) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+os.environ["OMP_NUM_THREADS"] = str(_THREADS)
+torch.set_num_threads(_THREADS)
 
 
 def pytest_configure(config):
