@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from eval_helpers import task_utils
+from eval_helpers import task_functions, task_utils
 
 from pixelrefer_hf.eval_tasks import captioning, similarity
 from pixelrefer_hf.eval_tasks.documents import INVALID_PREDICTION, InvalidDocument, set_object_only
@@ -26,9 +26,10 @@ def data(monkeypatch):
 
 
 def documents(task: str, lite: bool = False) -> tuple:
+    """The functions lmms-eval calls for `task` (from its YAML) and its documents."""
     set_object_only(lite)
-    utils = task_utils(task)
-    return utils, list(utils.process_docs(None))
+    functions = task_functions(task)
+    return functions, list(functions.process_docs(None))
 
 
 def test_process_and_semantic_iou():

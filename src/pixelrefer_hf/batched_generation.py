@@ -74,7 +74,12 @@ def generate_encoded(
     return outputs
 
 
-def _windows(items: Sequence, size: int) -> Iterator[Sequence]:
+# Conversations are encoded and sorted by prompt length this many batches at a time (bounds encoded media memory).
+WINDOW_BATCHES = 8
+
+
+def windows(items: Sequence, size: int) -> Iterator[Sequence]:
+    """Consecutive slices of `items` of `size` (the last may be shorter)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -84,7 +89,7 @@ def generate_batched(
     processor: ProcessorMixin,
     conversations: Sequence[list[dict]],
     batch_size: int = 8,
-    window_batches: int = 8,
+    window_batches: int = WINDOW_BATCHES,
     **generate_kwargs,
 ) -> list[str]:
     """Answers to chat conversations (as `processor.apply_chat_template` takes them), generated in batches of similar
@@ -99,7 +104,7 @@ def generate_batched(
     ```
     """
     answers = []
-    for window in _windows(conversations, batch_size * window_batches):
+    for window in windows(conversations, batch_size * window_batches):
         samples = [
             processor.apply_chat_template([messages], add_generation_prompt=True, tokenize=True, return_dict=True)
             for messages in window
@@ -109,4 +114,11 @@ def generate_batched(
     return answers
 
 
-__all__ = ["collate_encoded", "generate_batched", "generate_encoded", "length_grouped_batches"]
+__all__ = [
+    "WINDOW_BATCHES",
+    "collate_encoded",
+    "generate_batched",
+    "generate_encoded",
+    "length_grouped_batches",
+    "windows",
+]

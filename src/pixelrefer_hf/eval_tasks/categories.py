@@ -3,7 +3,7 @@ published images (as the original's `infer_paco_lvis.py`), scored by semantic Io
 (`eval_paco_lvis.py`, see `pixelrefer_hf.eval_tasks.similarity`)."""
 
 from .documents import RegionQuery, coco_image, coco_region, raw
-from .scoring import count_invalid, mean_score, scored
+from .scoring import mean_score, scored
 from .similarity import mean_semantic_similarity, semantic_iou
 
 
@@ -48,7 +48,3 @@ def aggregate_semantic_iou(items):
 
 def aggregate_semantic_similarity(items):
     return mean_semantic_similarity(items)
-
-
-def aggregate_invalid(counts):
-    return count_invalid(counts)

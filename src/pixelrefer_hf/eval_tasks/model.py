@@ -23,7 +23,7 @@ from tqdm import tqdm
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.utils import logging
 
-from ..batched_generation import generate_encoded
+from ..batched_generation import WINDOW_BATCHES, generate_encoded, windows
 from ..processing.processing_pixelrefer import REGION_PLACEHOLDER
 from ..processing.validation import load_image_file
 from .documents import INVALID_PREDICTION, InvalidDocument, RegionQuery, set_object_only
@@ -32,8 +32,6 @@ from .documents import INVALID_PREDICTION, InvalidDocument, RegionQuery, set_obj
 logger = logging.get_logger(__name__)
 
 MEDIA_TAGS = re.compile(r"<image>\n?|<video>\n?")
-# Requests are encoded and sorted by prompt length this many batches at a time (bounds the memory of encoded media).
-WINDOW_BATCHES = 8
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -139,8 +137,7 @@ class PixelRefer(lmms):
         answers = [None] * len(requests)
         progress = tqdm(total=len(requests), disable=self.rank != 0, desc="pixelrefer")
         for indices in _same_generation_options(requests):
-            for start in range(0, len(indices), self.batch_size * WINDOW_BATCHES):
-                window = indices[start : start + self.batch_size * WINDOW_BATCHES]
+            for window in windows(indices, self.batch_size * WINDOW_BATCHES):
                 for index, answer in zip(window, self._answer([requests[i].args for i in window])):
                     answers[index] = answer
                 progress.update(len(window))

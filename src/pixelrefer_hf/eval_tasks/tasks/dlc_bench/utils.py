@@ -29,7 +29,6 @@ from pixelrefer_hf.eval_tasks.documents import (
     read_published,
 )
 from pixelrefer_hf.eval_tasks.judge import active_judge, judged, mean_of
-from pixelrefer_hf.eval_tasks.scoring import count_invalid
 
 
 SOURCE = "https://huggingface.co/datasets/nvidia/DLC-Bench"
@@ -215,7 +214,3 @@ def aggregate_negative(items):
 def aggregate_average(items):
     """(Average Positive + Average Negative) / 2."""
     return (mean_of(items, "positive") + mean_of(items, "negative")) / 2
-
-
-def aggregate_invalid(counts):
-    return count_invalid(counts)

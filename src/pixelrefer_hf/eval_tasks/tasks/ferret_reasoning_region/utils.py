@@ -37,7 +37,7 @@ from pixelrefer_hf.eval_tasks.documents import (
     read_published,
 )
 from pixelrefer_hf.eval_tasks.judge import active_judge, judged
-from pixelrefer_hf.eval_tasks.scoring import count_invalid, valid
+from pixelrefer_hf.eval_tasks.scoring import valid
 
 
 SOURCE = "https://github.com/CircleRadon/Osprey (osprey/eval/ferret-bench/box_refer_reason.json)"
@@ -158,7 +158,3 @@ def aggregate_relative_score(items):
 def aggregate_judge_failures(items):
     """How many reviews could not be parsed (they are left out of `relative_score`)."""
     return int(sum(item["score"] for item in valid(items)))
-
-
-def aggregate_invalid(counts):
-    return count_invalid(counts)

@@ -19,7 +19,6 @@ from pixelrefer_hf.eval_tasks.documents import (
     raw,
     read_published,
 )
-from pixelrefer_hf.eval_tasks.scoring import count_invalid
 
 
 SOURCE = "https://huggingface.co/datasets/CircleRadon/referring_evaluation (videos: HC-STVG video_parts)"
@@ -76,16 +75,3 @@ def doc_to_visual(doc):
 def process_results(doc, results):
     prediction = results[0]
     return captioning.caption_results(doc["doc_id"], doc["answer"], prediction)
-
-
-aggregate_bleu_1 = captioning.aggregate_bleu_1
-aggregate_bleu_2 = captioning.aggregate_bleu_2
-aggregate_bleu_3 = captioning.aggregate_bleu_3
-aggregate_bleu_4 = captioning.aggregate_bleu_4
-aggregate_meteor = captioning.aggregate_meteor
-aggregate_rouge_l = captioning.aggregate_rouge_l
-aggregate_cider = captioning.aggregate_cider
-
-
-def aggregate_invalid(counts):
-    return count_invalid(counts)

@@ -9,14 +9,7 @@ opens the wrong path, see BENCHMARKS.md §1.0); a document whose mask or image c
 `invalid_docs` instead of stopping the run; semantic similarity is NaN without a local embedding model.
 """
 
-from pixelrefer_hf.eval_tasks.categories import (
-    aggregate_invalid,
-    aggregate_semantic_iou,
-    aggregate_semantic_similarity,
-    category_query,
-    category_results,
-    category_rows,
-)
+from pixelrefer_hf.eval_tasks.categories import category_rows
 from pixelrefer_hf.eval_tasks.documents import documents_dataset, read_published
 
 
@@ -32,8 +25,3 @@ def process_docs(dataset):
 
 def doc_to_text(doc, lmms_eval_specific_kwargs=None):
     return PROMPT
-
-
-doc_to_visual = category_query
-process_results = category_results
-__all__ = ["aggregate_invalid", "aggregate_semantic_iou", "aggregate_semantic_similarity", "doc_to_visual"]

@@ -17,7 +17,6 @@ from pixelrefer_hf.eval_tasks.documents import (
     read_published,
 )
 from pixelrefer_hf.eval_tasks.refl4 import FILE, SOURCE, read_lines, refl4_query
-from pixelrefer_hf.eval_tasks.scoring import count_invalid
 
 
 GT_FILE = "refl4/refl4_gt.json"
@@ -54,16 +53,3 @@ doc_to_visual = refl4_query
 def process_results(doc, results):
     prediction = results[0]
     return captioning.caption_results(doc["doc_id"], doc["references"], prediction)
-
-
-aggregate_bleu_1 = captioning.aggregate_bleu_1
-aggregate_bleu_2 = captioning.aggregate_bleu_2
-aggregate_bleu_3 = captioning.aggregate_bleu_3
-aggregate_bleu_4 = captioning.aggregate_bleu_4
-aggregate_meteor = captioning.aggregate_meteor
-aggregate_rouge_l = captioning.aggregate_rouge_l
-aggregate_cider = captioning.aggregate_cider
-
-
-def aggregate_invalid(counts):
-    return count_invalid(counts)

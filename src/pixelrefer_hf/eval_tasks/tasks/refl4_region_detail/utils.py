@@ -24,7 +24,6 @@ from pixelrefer_hf.eval_tasks.documents import (
 )
 from pixelrefer_hf.eval_tasks.judge import active_judge, judged, mean_of
 from pixelrefer_hf.eval_tasks.refl4 import read_lines, refl4_query
-from pixelrefer_hf.eval_tasks.scoring import count_invalid
 
 
 PROMPT = "Please describe <region> in detail."
@@ -87,7 +86,3 @@ def process_results(doc, results):
 def aggregate_clair(items):
     """Mean CLAIR score (0-1)."""
     return mean_of(items)
-
-
-def aggregate_invalid(counts):
-    return count_invalid(counts)

@@ -28,7 +28,6 @@ from pixelrefer_hf.eval_tasks.documents import (
     videorefer_query,
 )
 from pixelrefer_hf.eval_tasks.judge import active_judge, judged, mean_of
-from pixelrefer_hf.eval_tasks.scoring import count_invalid
 
 
 SOURCE = "https://huggingface.co/datasets/DAMO-NLP-SG/VideoRefer-Bench (VideoRefer-Bench-D.json, Panda-70M-part/)"
@@ -131,7 +130,3 @@ def aggregate_hallucination_detection(items):
 def aggregate_overall(items):
     """The mean of the four dimensions' means (each over the documents whose review gives it)."""
     return sum(mean_of(items, metric) for metric in DIMENSIONS) / len(DIMENSIONS)
-
-
-def aggregate_invalid(counts):
-    return count_invalid(counts)

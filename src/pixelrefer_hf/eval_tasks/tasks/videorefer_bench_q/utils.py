@@ -17,7 +17,7 @@ from pixelrefer_hf.eval_tasks.documents import (
     read_published,
     videorefer_query,
 )
-from pixelrefer_hf.eval_tasks.scoring import count_invalid, mean_by, scored
+from pixelrefer_hf.eval_tasks.scoring import mean_by, scored
 
 
 SOURCE = "https://huggingface.co/datasets/DAMO-NLP-SG/VideoRefer-Bench (Lite: CircleRadon/referring_evaluation)"
@@ -66,7 +66,3 @@ def process_results(doc, results):
 def aggregate_accuracy(items):
     """Accuracy per question type and overall (micro over all questions)."""
     return mean_by(items, "type")
-
-
-def aggregate_invalid(counts):
-    return count_invalid(counts)
